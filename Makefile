@@ -1,0 +1,25 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both install what they need first.
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_ROOT ?= demo-output
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench compile clean
+
+install:
+	@bash scripts/bootstrap.sh
+
+demo: install
+	$(PY) -m mhubert.demo --root $(DEMO_ROOT)
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+compile: install
+	$(VENV)/bin/mhubert pipeline compile --out build/mhubert_pipeline.yaml
+
+clean:
+	rm -rf build $(DEMO_ROOT) .pytest_cache

@@ -1,0 +1,1 @@
+"""FastAPI service: embeddings and language identification."""

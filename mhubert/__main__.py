@@ -1,0 +1,5 @@
+import sys
+
+from mhubert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,91 @@
+"""Configuration as dataclasses with YAML presets.
+
+``mhubert/presets/<name>.yaml`` holds one mapping per section (``model``, ``data``, ``train``,
+``clustering``, ``lid``, ``serve``). ``base`` is the paper's configuration; ``tiny`` runs the tests
+and the demo on 2 CPU cores. A section is turned into its dataclass with :func:`from_preset`, and
+overrides (``key=value`` strings or a dict) are applied on top with type checking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+from typing import Any, TypeVar
+
+import yaml
+
+from mhubert.errors import BadInput
+
+T = TypeVar("T")
+PRESETS = ("base", "tiny")
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The whole preset as nested dicts. ``name`` is a preset name or a YAML file/URL."""
+    if name in PRESETS:
+        text = importlib.resources.files("mhubert.presets").joinpath(f"{name}.yaml").read_text()
+    else:
+        from mhubert import storage
+
+        text = storage.read_text(name)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise BadInput(f"preset {name!r} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise BadInput(f"preset {name!r} must be a mapping of sections")
+    return data
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if isinstance(value, str) and not isinstance(current, str) and current is not None:
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise BadInput(f"bad value for {key}: {value!r}") from e
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise BadInput(f"{key} must be true/false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, (list, tuple)) and isinstance(value, list):
+        value = type(current)(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from a dict, rejecting unknown keys with a clear message."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise BadInput(f"unknown {where or cls.__name__} option(s): {', '.join(unknown)}; "
+                       f"known: {', '.join(sorted(names))}")
+    defaults = cls()  # type: ignore[call-arg]
+    kwargs = {k: _coerce(v, getattr(defaults, k), k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def apply_overrides(obj: T, overrides: dict[str, Any] | list[str] | None) -> T:
+    """Return a copy of dataclass ``obj`` with ``overrides`` (dict or ``["k=v", ...]``) applied."""
+    if not overrides:
+        return obj
+    if isinstance(overrides, list):
+        d: dict[str, Any] = {}
+        for item in overrides:
+            if "=" not in item:
+                raise BadInput(f"override {item!r} must look like key=value")
+            k, v = item.split("=", 1)
+            d[k.strip()] = v
+        overrides = d
+    names = {f.name for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise BadInput(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, getattr(obj, k), k) for k, v in overrides.items()}
+    return dataclasses.replace(obj, **kwargs)  # type: ignore[type-var]
+
+
+def from_preset(cls: type[T], section: str, preset: str = "base",
+                overrides: dict[str, Any] | list[str] | None = None) -> T:
+    """``from_preset(ModelConfig, "model", "tiny", ["num_layers=2"])``."""
+    data = load_preset(preset).get(section, {})
+    return apply_overrides(from_dict(cls, data, f"{section} ({preset})"), overrides)
