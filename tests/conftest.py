@@ -59,3 +59,21 @@ def storage_root(request, tmp_path):
     if request.param == "file":
         return str(tmp_path / "store")
     return request.getfixturevalue("s3_bucket") + "/store"
+
+
+SYNTH_LANGUAGES = ["en", "de", "fr", "es", "fi", "sw", "tr", "ru"]
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory):
+    """A small espeak-ng corpus (8 languages x 2 datasets x ~4 utterances of 2-4 s) and its
+    manifest: ``{"root": corpus root, "manifest": manifest.tsv URL}``."""
+    from mhubert.corpus.manifest import build_manifest
+    from mhubert.corpus.synth import synthesize
+
+    base = tmp_path_factory.mktemp("synth_corpus")
+    root, out = str(base / "corpus"), str(base / "manifest")
+    synthesize(root, languages=SYNTH_LANGUAGES, utterances=4, seed=0, min_seconds=2.0,
+               max_seconds=4.0, workers=2)
+    build_manifest(out, root=root, progress=False)
+    return {"root": root, "manifest": out + "/manifest.tsv"}

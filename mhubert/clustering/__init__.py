@@ -1,1 +1,38 @@
+"""Clustering of speech features into HuBERT targets (the mHuBERT-147 recipe).
 
+Stages, one module each:
+
+- ``features``: per-utterance feature matrices (39-d MFCC at 100 Hz, or layer L of a model at 50 Hz).
+- ``sample``: the clustering sample, α/β up-sampled by hours and filled up to a memory budget.
+- ``index``: a faiss index (factory string, default ``OPQ16_64,IVF1000_HNSW32,PQ16x4fsr``) or exact
+  k-means; labels are the coarse quantizer's top-1 after the OPQ rotation.
+- ``assign``: sharded, idempotent labelling of the whole manifest, merged into one labels directory.
+- ``quality``: cluster sizes, approximate-vs-exact agreement, PNMI and purity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusteringConfig:
+    """The ``clustering`` section of a preset.
+
+    ``index_factory`` may contain ``{K}``, replaced by ``num_clusters``. ``mode`` is ``factory`` (the
+    faiss factory index, the paper's method) or ``exact`` (flat k-means, exact nearest centroid).
+    ``memory_budget_gb`` is the size of the clustering sample in GB (1e9 bytes) of float32 features.
+    """
+
+    num_clusters: int = 1000
+    index_factory: str = "OPQ16_64,IVF1000_HNSW32,PQ16x4fsr"
+    memory_budget_gb: float = 850.0
+    alpha: float = 0.7
+    beta: float = 0.9
+    seed: int = 0
+    mode: str = "factory"
+    niter: int = 20             # exact mode: k-means iterations (the factory index uses faiss's 10)
+    add_vectors: bool = False   # also add the sample to the index (the paper did; labels don't need it)
+    hnsw_ef_search: int = 16    # faiss default, as in the published index
+    normalize: bool = True      # waveform layer-norm before features (data.normalize in the presets)
+    batch_size: int = 16        # utterances per feature batch

@@ -1,1 +1,1 @@
-
+"""Language identification on a frozen encoder: head (weighted layer sum), training, evaluation."""

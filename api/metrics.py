@@ -1,0 +1,48 @@
+"""Prometheus metrics of the service, all prefixed ``mhubert_``, on a registry owned by one app.
+
+Latency is split the way KServe/TEI/Triton split it: queue wait, preprocessing (decode + resample)
+and inference (the batched forward pass); batch-size and audio-seconds series are the numbers the
+micro-batcher is tuned with.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+
+class Metrics:
+    """The service's metric families on a private registry (several apps can live in one process)."""
+
+    def __init__(self, model_name: str, model_version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.labels = {"model_name": model_name, "model_version": model_version}
+        r = self.registry
+        self.requests = Counter("mhubert_requests", "HTTP requests by route and status code",
+                                ["route", "method", "status"], registry=r)
+        self.request_seconds = Histogram("mhubert_request_duration_seconds", "Whole request latency",
+                                         ["route"], buckets=_LATENCY_BUCKETS, registry=r)
+        model_labels = ["model_name", "model_version"]
+        self.queue_wait = Histogram("mhubert_queue_wait_seconds", "Time a request waited for a batch",
+                                    model_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.preprocess = Histogram("mhubert_preprocess_seconds", "Audio decoding and resampling",
+                                    model_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.inference = Histogram("mhubert_inference_seconds", "Forward pass of one batch",
+                                   model_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("mhubert_batch_size", "Requests per forward pass", model_labels,
+                                    buckets=_BATCH_BUCKETS, registry=r)
+        self.audio_seconds = Counter("mhubert_audio_seconds", "Seconds of audio processed",
+                                     model_labels, registry=r)
+        self.queue_size = Gauge("mhubert_queue_size", "Requests waiting for the model", registry=r)
+        self.ready = Gauge("mhubert_model_ready", "1 when the model is loaded and serving",
+                           model_labels, registry=r)
+
+    def model(self, metric):  # noqa: ANN001 - a prometheus metric family
+        """The child of a per-model metric for this server's model."""
+        return metric.labels(**self.labels)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

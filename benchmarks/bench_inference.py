@@ -1,0 +1,85 @@
+"""HuBERT-base inference latency: ours vs transformers vs torchaudio, same process, same weights.
+
+    .venv/bin/python benchmarks/bench_inference.py [--seconds 10] [--batch 1 8] [--reps 3] [--compile]
+
+Our model's weights are exported with ``save_hf`` and loaded by ``transformers.HubertModel``, so the
+two compute the same function (checked below); ``torchaudio.models.hubert_base()`` has random
+weights of the same architecture. Runs are interleaved (ours, transformers, torchaudio, ours, ...)
+so that load from other processes hits all of them alike. Prints min / mean seconds per forward and
+the ratios of the minima.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+
+import torch
+import torchaudio
+import transformers
+
+from mhubert.model import HubertConfig, HubertModel, save_hf
+
+
+def timed(fn, x: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    fn(x)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    ours = HubertModel(HubertConfig.preset("base")).eval()
+    with tempfile.TemporaryDirectory() as d:
+        save_hf(ours, d)
+        hf = transformers.HubertModel.from_pretrained(d, attn_implementation="sdpa").eval()
+    ta = torchaudio.models.hubert_base().eval()
+
+    def run_ours(x):
+        return ours.hidden_states(x)[-1]
+
+    def run_hf(x):
+        return hf(x).last_hidden_state
+
+    def run_ta(x):
+        return ta(x)[0]
+
+    models = {"ours": run_ours, "transformers": run_hf, "torchaudio": run_ta}
+    if args.compile:
+        compiled = torch.compile(ours)
+        models["ours+compile"] = compiled
+
+    n = int(args.seconds * 16000)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or ''}")
+    with torch.inference_mode():
+        x = torch.randn(1, n)
+        diff = (run_ours(x) - run_hf(x)).abs().max().item()
+        print(f"max |ours - transformers| on one input: {diff:.2e}")
+        for b in args.batch:
+            x = torch.randn(b, n)
+            for fn in models.values():  # warm-up (and compile)
+                fn(x)
+            times: dict[str, list[float]] = {k: [] for k in models}
+            for _ in range(args.reps):
+                for k, fn in models.items():
+                    times[k].append(timed(fn, x))
+            base = min(times["ours"])
+            for k, ts in times.items():
+                print(f"batch {b} x {args.seconds:g} s  {k:14s} min {min(ts):6.3f} s  mean "
+                      f"{sum(ts) / len(ts):6.3f} s  {b * args.seconds / min(ts):6.1f} audio-s/s  "
+                      f"min / ours = {min(ts) / base:4.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Stage 3: label one shard per task (``mhubert cluster assign``), then merge the shards (fan-in)."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Dataset, Metrics, Output
+
+from components import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def assign_shard(item: dict) -> str:
+    """Write the labels of shard ``item["shard"]`` of ``item["num_shards"]`` (idempotent: a shard
+    already written is kept). ``item`` is one entry of :func:`components.cluster.cluster`'s shards.
+    Returns the labels directory URL."""
+    from components._common import mhubert
+
+    shard, n = int(item["shard"]), int(item["num_shards"])
+    args = ["cluster", "assign", "--manifest", item["manifest"], "--index", item["index"],
+            "--out", item["labels"], "--features", item["features"], "--layer", int(item["layer"]),
+            "--label-rate", int(item["label_rate"]), "--shard", shard, "--num-shards", n,
+            "--preset", item["preset"]]
+    if item.get("model"):
+        args += ["--model", item["model"]]
+    mhubert(*args)
+    return item["labels"]
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Metrics],
+                 sizes: Output[HTML]) -> str:
+    """Merge the shard labels (``mhubert cluster merge``) into ``labels.npy``/``offsets.npy`` and
+    ``_SUCCESS``, and publish the cluster-size histogram. Returns the labels directory URL."""
+    import numpy as np
+
+    from components._common import histogram_png, log_metrics, mhubert, png_html
+    from mhubert import storage
+    from mhubert.clustering.assign import read_labels
+
+    dirs = sorted(set(shards))
+    if len(dirs) != 1:
+        raise ValueError(f"shards of one iteration must share a labels directory, got {dirs}")
+    url = dirs[0]
+    if not storage.is_committed(url):
+        mhubert("cluster", "merge", "--labels", url)
+    info = storage.read_json(storage.join(url, storage.SUCCESS))
+    flat, offsets = read_labels(url)
+    k = int(info.get("num_clusters") or (int(flat.max()) + 1 if flat.size else 0))
+    counts = np.bincount(flat.astype(np.int64), minlength=k)
+    p = counts[counts > 0] / max(1, counts.sum())
+    log_metrics(metrics, {"frames": int(flat.size), "utterances": len(offsets) - 1, "num_clusters": k,
+                          "used_clusters": int((counts > 0).sum()),
+                          "cluster_entropy_bits": float(-(p * np.log2(p)).sum()),
+                          "label_rate": info.get("label_rate")})
+    labels.metadata.update({"uri": url, **{k2: v for k2, v in info.items()
+                                           if isinstance(v, (int, float, str))}})
+    with open(labels.path, "w") as f:
+        f.write(url + "\n")
+    png = histogram_png(counts.tolist(), f"Cluster sizes (K={k})", "cluster (sorted)", "frames")
+    with open(sizes.path, "w") as f:
+        f.write(png_html("Cluster sizes", png))
+    return url

@@ -1,0 +1,63 @@
+"""Stage 2: sample features under a memory budget and fit the faiss index (``mhubert cluster``)."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Metrics, Output
+
+from components import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, layer: int,
+            label_rate: int, num_clusters: int, num_shards: int, preset: str, index: Output[Artifact],
+            sample_stats: Output[Metrics], model_uri: str = "", init_index: str = "",
+            memory_budget_gb: float = 0.0) -> NamedTuple("ClusterOutputs", index_uri=str, shards=list):
+    """Fit the k-means index of one iteration under ``<output_root>/iter<N>/clustering``.
+
+    ``features`` is ``mfcc`` (iteration 1) or ``hubert`` (layer ``layer`` of ``model_uri``). With
+    ``init_index`` (e.g. a published mHuBERT-147 index) the fit is skipped and that index is used.
+    ``memory_budget_gb`` 0 keeps the preset's budget. Returns the index URL and one work item per
+    label shard (a dict carrying every URL the shard task needs).
+    """
+    from collections import namedtuple
+
+    from components._common import log_metrics, mhubert
+    from mhubert import storage
+
+    if features not in ("mfcc", "hubert"):
+        raise ValueError(f"features must be mfcc or hubert, got {features!r}")
+    if features == "hubert" and not model_uri:
+        raise ValueError(f"iteration {iteration} clusters HuBERT features: a model_uri is required")
+    if num_shards < 1:
+        raise ValueError(f"num_shards must be >= 1, got {num_shards}")
+    it_dir = storage.join(output_root, f"iter{iteration}")
+    cdir = storage.join(it_dir, "clustering")
+    feat = ["--features", features, "--layer", layer]
+    if features == "hubert":
+        feat += ["--model", model_uri]
+    if init_index:
+        index_uri = init_index
+        info = {"reused_index": 1}
+    else:
+        sample_dir = storage.join(cdir, "sample")
+        index_dir = storage.join(cdir, "index")
+        budget = ["--set", f"memory_budget_gb={memory_budget_gb}"] if memory_budget_gb > 0 else []
+        if not storage.is_committed(sample_dir):
+            mhubert("cluster", "sample", "--manifest", manifest_uri, "--out", sample_dir, "--preset", preset,
+                    *feat, *budget)
+        if not storage.is_committed(index_dir):
+            mhubert("cluster", "fit", "--sample", sample_dir, "--out", index_dir, "--preset", preset,
+                    "--num-clusters", num_clusters)
+        index_uri = storage.join(index_dir, "index.faiss")
+        info = storage.read_json(storage.join(sample_dir, storage.SUCCESS))
+    log_metrics(sample_stats, info)
+    sample_stats.log_metric("num_clusters", float(num_clusters))
+    index.metadata.update({"uri": index_uri, "iteration": iteration, "features": features, "layer": layer})
+    with open(index.path, "w") as f:
+        f.write(index_uri + "\n")
+    labels = storage.join(it_dir, "labels")
+    shards = [{"manifest": manifest_uri, "index": index_uri, "features": features, "layer": layer,
+               "model": model_uri, "label_rate": label_rate, "shard": i, "num_shards": num_shards,
+               "labels": labels, "preset": preset} for i in range(num_shards)]
+    return namedtuple("ClusterOutputs", ["index_uri", "shards"])(index_uri, shards)

@@ -1,0 +1,73 @@
+"""Stage 4: pretrain one iteration: a PyTorchJob on the cluster, or torchrun on this machine."""
+
+from kfp import dsl
+from kfp.dsl import HTML, Metrics, Model, Output
+
+from components import COMPONENT_OPTIONS
+
+
+@dsl.component(**COMPONENT_OPTIONS)
+def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, preset: str,
+          model: Output[Model], metrics: Output[Metrics], loss_curve: Output[HTML],
+          launcher: str = "local", overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
+          init_from: str = "", nodes: int = 1,
+          gpus_per_node: int = 1, image: str = "", s3_secret: str = "mhubert-s3",
+          timeout_hours: float = 168.0, run_id: str = "") -> str:
+    """Train into ``<output_root>/iter<N>/train`` with ``python -m mhubert.train`` and return the
+    URL of the transformers model it writes (``.../train/model``).
+
+    ``launcher="local"`` runs ``torch.distributed.run --nproc_per_node max(1, gpus_per_node)`` here;
+    ``"pytorchjob"`` creates a PyTorchJob of ``nodes`` x ``gpus_per_node`` with ``image`` in the
+    namespace of this pod and waits for it, failing with the job's reason. A finished run
+    (``_SUCCESS``) is not launched again; an interrupted one resumes from its last checkpoint.
+    """
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from components._common import log_metrics, png_html
+    from mhubert import storage
+
+    if launcher not in ("local", "pytorchjob"):
+        raise ValueError(f"launcher must be local or pytorchjob, got {launcher!r}")
+    out = storage.join(output_root, f"iter{iteration}", "train")
+    args = ["--preset", preset, "--manifest", manifest_uri, "--labels", labels_uri, "--out", out]
+    if init_from:
+        args += ["--init-from", init_from]
+    for o in overrides:
+        args += ["--set", o]
+    if not storage.is_committed(out):
+        if launcher == "local":
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+                   "--nproc_per_node", str(max(1, gpus_per_node)), "-m", "mhubert.train", *args]
+            print("+", " ".join(cmd), flush=True)
+            rc = subprocess.run(cmd).returncode
+            if rc != 0:
+                raise RuntimeError(f"training iteration {iteration} failed (torchrun exit {rc}); "
+                                   "see the log above")
+        else:
+            from mhubert.jobs import pytorchjob as pj
+
+            if not image:
+                raise ValueError("launcher=pytorchjob needs the training image (gpu_image)")
+            digest = hashlib.sha256(f"{run_id}|{out}".encode()).hexdigest()[:10]
+            spec = pj.JobSpec(name=f"mhubert-it{iteration}-{digest}", image=image, train_args=args,
+                              nodes=nodes, gpus_per_node=gpus_per_node, s3_secret=s3_secret or None,
+                              s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
+                              labels={"mhubert/iteration": str(iteration)})
+            pj.run(spec, timeout_s=timeout_hours * 3600, poll_s=30.0)
+    info = storage.read_json(storage.join(out, storage.SUCCESS))
+    log_metrics(metrics, {k: info.get(k) for k in ("step", "final_loss", "num_classes", "label_rate",
+                                                   "world_size")})
+    model_url = storage.join(out, "model")
+    model.metadata.update({"uri": model_url, "iteration": iteration, "framework": "transformers/hubert"})
+    with open(model.path, "w") as f:
+        f.write(model_url + "\n")
+    loss_png = storage.join(out, "loss.png")
+    with open(loss_curve.path, "w") as f:
+        if storage.exists(loss_png):
+            f.write(png_html(f"Iteration {iteration}: training loss", storage.read_bytes(loss_png)))
+        else:
+            f.write("<html><body>no loss curve (no logged steps)</body></html>")
+    return model_url

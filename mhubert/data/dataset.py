@@ -1,0 +1,172 @@
+"""Audio + frame labels for pretraining, and the per-epoch DataLoader.
+
+``LabeledAudio`` joins a manifest (``mhubert.corpus.manifest``) with a labels directory
+(``mhubert.clustering``: ``labels.npy``/``offsets.npy``/``_SUCCESS``), checks that every utterance's
+label count matches its duration (0.1 s tolerance, as the fairseq fork), and drops utterances shorter
+than ``min_sample_size``. ``epoch_loader`` plans an epoch (``mhubert.data.batching``) and decodes its
+batches in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mhubert import storage
+from mhubert.data.batching import Batch, collate_crop, collate_pad, plan_epoch
+from mhubert.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+LABEL_TOLERANCE_S = 0.1
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` preset section. Lengths are in samples at ``sample_rate`` Hz."""
+
+    sample_rate: int = 16000
+    max_sample_size: int = 250_000    # crop cap (15.6 s)
+    min_sample_size: int = 32_000     # keep-filter (2 s)
+    max_tokens: int = 2_800_000       # samples per GPU batch
+    batching: str = "crop"            # crop | pad
+    normalize: bool = True            # layer_norm of each waveform (fairseq normalize=True)
+    alpha: float = 0.7                # language up-sampling exponent
+    beta: float = 0.9                 # dataset-within-language exponent
+    num_workers: int = 2              # DataLoader decoding processes
+
+
+def read_label_dir(labels_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(flat labels, offsets (N+1,), _SUCCESS info)`` of a committed labels directory."""
+    if not storage.is_committed(labels_dir):
+        raise BadInput(f"labels directory {labels_dir} has no _SUCCESS marker (not finished?)")
+    info = storage.read_json(storage.join(labels_dir, storage.SUCCESS))
+    try:
+        from mhubert.clustering.assign import read_labels
+    except ImportError:  # clustering area not installed: read the documented format directly
+        import io
+
+        def read_labels(d: str) -> tuple[np.ndarray, np.ndarray]:
+            flat = np.load(io.BytesIO(storage.read_bytes(storage.join(d, "labels.npy"))))
+            offs = np.load(io.BytesIO(storage.read_bytes(storage.join(d, "offsets.npy"))))
+            return flat, offs
+    flat, offsets = read_labels(labels_dir)
+    return flat, np.asarray(offsets, dtype=np.int64), info
+
+
+class LabeledAudio:
+    """Utterances of a manifest with their frame labels; only those kept by ``min_sample_size``.
+
+    ``lengths[i]`` (samples) and ``keys[i]`` ((lang, dataset)) describe kept utterance ``i``;
+    ``load(i) -> (wav (samples,) float32, labels (frames,) int64 ndarray)``.
+    """
+
+    def __init__(self, manifest, labels_dir: str, cfg: DataConfig, label_rate: int | None = None):
+        self.manifest = manifest
+        self.cfg = cfg
+        self.flat, self.offsets, info = read_label_dir(labels_dir)
+        self.label_rate = int(label_rate or info.get("label_rate") or 0)
+        if self.label_rate not in (50, 100):
+            raise BadInput(f"label_rate must be 50 or 100 Hz, got {self.label_rate} "
+                           f"(from {labels_dir}/_SUCCESS or the caller)")
+        n = len(manifest)
+        if len(self.offsets) != n + 1:
+            raise BadInput(f"{labels_dir} has labels for {len(self.offsets) - 1} utterances, "
+                           f"the manifest has {n}")
+        entries = manifest.entries
+        all_len = np.array([e.n_samples for e in entries], dtype=np.int64)
+        n_lab = np.diff(self.offsets)
+        gap = np.abs(all_len / cfg.sample_rate - n_lab / self.label_rate)
+        bad = np.flatnonzero(gap > LABEL_TOLERANCE_S)
+        if len(bad):
+            i = int(bad[0])
+            raise BadInput(f"audio and labels differ by {gap[i]:.3f} s (> {LABEL_TOLERANCE_S} s) for "
+                           f"{entries[i].path}: {all_len[i]} samples vs {n_lab[i]} labels at "
+                           f"{self.label_rate} Hz ({len(bad)} such utterance(s); wrong label_rate?)")
+        self.kept = np.flatnonzero(all_len >= cfg.min_sample_size)
+        if len(self.kept) == 0:
+            raise BadInput(f"no utterance reaches data.min_sample_size={cfg.min_sample_size} samples")
+        if len(self.kept) < n:
+            log.info("kept %d of %d utterances (min_sample_size=%d)", len(self.kept), n,
+                     cfg.min_sample_size)
+        self.lengths = all_len[self.kept]
+        self.keys = [(entries[i].lang, entries[i].dataset) for i in self.kept]
+
+    def __len__(self) -> int:
+        return len(self.kept)
+
+    def load(self, i: int) -> tuple[torch.Tensor, np.ndarray]:
+        from mhubert import audio
+
+        j = int(self.kept[i])
+        wav = audio.load(self.manifest.url_of(j), target_sr=self.cfg.sample_rate,
+                         normalize=self.cfg.normalize)
+        lab = self.flat[self.offsets[j]:self.offsets[j + 1]].astype(np.int64)
+        return wav, lab
+
+
+class BatchDecoder(Dataset):
+    """Map-style dataset whose keys are planned :class:`Batch` es; returns the collated batch dict:
+    ``wav (B, S)``, ``lengths (B,) | None``, ``labels (B, L)``, ``n_samples`` (real audio samples)."""
+
+    def __init__(self, data: LabeledAudio, seed: int):
+        self.data = data
+        self.seed = seed
+
+    def __len__(self) -> int:  # not used for sampling; keys come from the planned batches
+        return len(self.data)
+
+    def __getitem__(self, batch: Batch) -> dict:
+        cfg = self.data.cfg
+        rng = np.random.default_rng([self.seed, batch.epoch, batch.index])
+        loaded = [self.data.load(i) for i in batch.indices]
+        wavs = [w for w, _ in loaded]
+        labs = [lab for _, lab in loaded]
+        if cfg.batching == "crop":
+            wav, labels = collate_crop(wavs, labs, batch.length, rng, self.data.label_rate,
+                                       cfg.sample_rate)
+            lengths = None
+            n_samples = wav.numel()
+        else:
+            wav, lengths, labels = collate_pad(wavs, labs, batch.length, rng, self.data.label_rate,
+                                               cfg.sample_rate)
+            n_samples = int(lengths.sum())
+        return {"wav": wav, "lengths": lengths, "labels": labels, "n_samples": n_samples,
+                "epoch": batch.epoch, "index": batch.index}
+
+
+def _identity(x):
+    return x
+
+
+class EpochPlanner:
+    """Plans each epoch's batches for one rank: two-level sampler draw, then batching.plan_epoch."""
+
+    def __init__(self, data: LabeledAudio, seed: int, rank: int = 0, world_size: int = 1):
+        from mhubert.data.sampling import TwoLevelSampler
+
+        self.data, self.seed, self.rank, self.world_size = data, seed, rank, world_size
+        self.sampler = TwoLevelSampler(data.keys, alpha=data.cfg.alpha, beta=data.cfg.beta, seed=seed)
+
+    def plan(self, epoch: int) -> list[Batch]:
+        cfg = self.data.cfg
+        draw = np.asarray(self.sampler.epoch(epoch), dtype=np.int64)
+        return plan_epoch(draw, self.data.lengths, epoch=epoch, seed=self.seed,
+                          max_tokens=cfg.max_tokens, max_sample_size=cfg.max_sample_size,
+                          mode=cfg.batching, rank=self.rank, world_size=self.world_size)
+
+    def loader(self, epoch: int, start: int = 0) -> tuple[int, DataLoader]:
+        """``(batches in the epoch, loader over batches start..end)``."""
+        batches = self.plan(epoch)
+        workers = self.data.cfg.num_workers
+        dl = DataLoader(BatchDecoder(self.data, self.seed), batch_size=None,
+                        sampler=batches[start:], num_workers=workers, collate_fn=_identity,
+                        persistent_workers=False, prefetch_factor=2 if workers else None,
+                        # a private generator: creating the loader must not consume the global
+                        # torch RNG, or a resumed run would diverge from an uninterrupted one
+                        generator=torch.Generator().manual_seed(self.seed + epoch))
+        return len(batches), dl

@@ -1,0 +1,1 @@
+"""Kubeflow pipelines of the mHuBERT-147 recipe."""

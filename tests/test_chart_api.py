@@ -1,0 +1,103 @@
+"""The API chart renders (helm-python-sdk, offline), lints, and every built-in object validates
+strictly against the Kubernetes schema; the pod is locked down and its env matches api.settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from api.settings import ENV_PREFIX, Settings
+
+CHART = os.path.join(os.path.dirname(__file__), "..", "charts", "mhubert-api")
+K8S = "1.30.0"
+FULL = {"serviceMonitor": {"enabled": True}, "gpu": {"enabled": True, "count": 1},
+        "auth": {"existingSecret": "api-keys", "adminKeyKey": "admin-key"},
+        "s3": {"existingSecret": "s3-creds", "endpoint": "http://minio.minio:9000"},
+        "model": {"uri": "s3://b/serving/model", "lidUri": "s3://b/serving/lid", "name": "mhubert"}}
+
+
+def render(values: dict | None = None) -> list[dict]:
+    with helm.Chart.load(CHART) as chart:
+        out = chart.render(values or {}, name="rel", namespace="speech")
+    docs = []
+    for path, text in sorted(out.items()):
+        if path.endswith(".txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs
+
+
+def by_kind(docs: list[dict]) -> dict[str, dict]:
+    return {d["kind"]: d for d in docs}
+
+
+@pytest.mark.parametrize("values", [None, FULL, {"autoscaling": {"enabled": False}, "pdb": {"enabled": False},
+                                                "serviceAccount": {"create": False}}])
+def test_renders_and_validates_strictly(values):
+    docs = render(values)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap"} <= kinds
+    for d in docs:
+        if d["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # CRD: no built-in schema (kubernetes-validate would only warn)
+        kubernetes_validate.validate(d, K8S, strict=True)
+
+
+def test_lint_is_clean():
+    report = helm.lint(CHART, strict=True, kube_version="v" + K8S)
+    assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
+
+
+def test_defaults_kinds_and_optional_servicemonitor():
+    kinds = by_kind(render())
+    assert kinds["HorizontalPodAutoscaler"]["apiVersion"] == "autoscaling/v2"
+    assert kinds["PodDisruptionBudget"]["apiVersion"] == "policy/v1"
+    assert "ServiceMonitor" not in kinds
+    sm = by_kind(render(FULL))["ServiceMonitor"]
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1" and sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "replicas" not in kinds["Deployment"]["spec"]  # the HPA owns it
+    assert by_kind(render({"autoscaling": {"enabled": False}, "replicaCount": 3}))["Deployment"]["spec"]["replicas"] == 3
+
+
+def test_pod_is_locked_down_with_probes():
+    pod = by_kind(render(FULL))["Deployment"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in vols[mounts["/tmp"]]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["resources"]["requests"]["cpu"]
+    # secrets by reference only: no literal credentials anywhere in the rendered manifests
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    assert env["MHUBERT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "api-keys", "key": "admin-key"}
+    keys_file = env["MHUBERT_API_KEYS_FILE"]["value"]
+    assert os.path.dirname(keys_file) in mounts and vols[mounts[os.path.dirname(keys_file)]]["secret"]["secretName"] == "api-keys"
+    assert not any(d["kind"] == "Secret" for d in render(FULL))
+
+
+def test_configmap_env_is_what_settings_reads():
+    cm = by_kind(render(FULL))["ConfigMap"]["data"]
+    fields = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+    ours = {k for k in cm if k.startswith(ENV_PREFIX)}
+    assert ours <= fields, ours - fields
+    s = Settings.from_env(cm)  # the rendered strings parse into valid settings
+    assert (s.model_uri, s.lid_uri, s.max_batch_size, s.port) == ("s3://b/serving/model", "s3://b/serving/lid", 8, 8080)
+    assert cm["AWS_ENDPOINT_URL"] == "http://minio.minio:9000"
+
+
+@pytest.mark.parametrize("bad", [{"batching": {"maxBatchSize": 0}}, {"serving": {"device": "tpu"}},
+                                 {"model": {"uri": ""}}, {"unknownKey": 1}, {"service": {"port": 70000}}])
+def test_schema_rejects_bad_values(bad):
+    with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError):
+        chart.validate_schema(chart.merge_values(bad))

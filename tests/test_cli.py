@@ -1,0 +1,44 @@
+"""The console command: every subcommand has --help, and bad input is one clear line, never a traceback."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from mhubert.cli import build_parser, main
+
+
+def _leaf_commands(parser: argparse.ArgumentParser, prefix=()):
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix
+        return
+    for name, p in subs[0].choices.items():
+        yield from _leaf_commands(p, prefix + (name,))
+
+
+LEAVES = [c for c in _leaf_commands(build_parser()) if c]
+
+
+def test_expected_stages_are_present():
+    tops = {c[0] for c in LEAVES}
+    for stage in ("corpus", "cluster", "train", "pipeline", "serve", "lid", "model"):
+        assert stage in tops, f"`mhubert {stage}` is missing; have {sorted(tops)}"
+
+
+@pytest.mark.parametrize("cmd", LEAVES, ids=[" ".join(c) for c in LEAVES])
+def test_help_works(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*cmd, "--help"])
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_missing_input_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mhubert", "corpus", "manifest",
+                        "--root", str(tmp_path / "does-not-exist"), "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "error" in r.stderr.lower()

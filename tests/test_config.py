@@ -1,0 +1,46 @@
+"""Presets and overrides: the paper's values in `base`, clear errors for unknown options."""
+
+import dataclasses
+
+import pytest
+
+from mhubert.config import apply_overrides, from_dict, load_preset
+from mhubert.errors import BadInput
+
+
+@dataclasses.dataclass
+class _Cfg:
+    lr: float = 1e-3
+    steps: int = 10
+    name: str = "x"
+    flag: bool = False
+    betas: tuple = (0.9, 0.98)
+
+
+def test_base_preset_holds_the_paper_values():
+    base = load_preset("base")
+    assert base["train"]["lr"] == 5e-4
+    assert base["train"]["warmup_updates"] == 32000
+    assert base["data"]["max_tokens"] == 2_800_000
+    assert base["data"]["alpha"] == 0.7 and base["data"]["beta"] == 0.9
+    assert base["clustering"]["index_factory"] == "OPQ16_64,IVF1000_HNSW32,PQ16x4fsr"
+    assert [it["layer"] for it in base["iterations"]] == [0, 6, 9]
+    assert [it["label_rate"] for it in base["iterations"]] == [100, 50, 50]
+    assert {it["num_clusters"] for it in base["iterations"]} == {1000}
+
+
+def test_overrides_are_typed():
+    cfg = apply_overrides(_Cfg(), ["lr=0.5", "steps=3", "flag=true", "name=abc"])
+    assert cfg == _Cfg(lr=0.5, steps=3, name="abc", flag=True)
+    assert apply_overrides(_Cfg(), {"lr": 1}).lr == 1.0
+
+
+@pytest.mark.parametrize("bad", [["nope=1"], ["lr"], ["flag=maybe"]])
+def test_bad_overrides_name_the_problem(bad):
+    with pytest.raises(BadInput):
+        apply_overrides(_Cfg(), bad)
+
+
+def test_unknown_key_in_dict():
+    with pytest.raises(BadInput, match="unknown"):
+        from_dict(_Cfg, {"lr": 1.0, "typo": 2})

@@ -1,0 +1,77 @@
+"""LabeledAudio (manifest + labels dir) and the per-epoch DataLoader."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+from test_train_corpus import make_toy_corpus
+
+from mhubert import storage
+from mhubert.corpus.manifest import Manifest
+from mhubert.data.dataset import DataConfig, EpochPlanner, LabeledAudio
+from mhubert.errors import BadInput
+
+
+def _cfg(**kw) -> DataConfig:
+    base = dict(max_sample_size=32_000, min_sample_size=20_000, max_tokens=64_000, num_workers=0)
+    return DataConfig(**{**base, **kw})
+
+
+def test_reads_both_storages_normalises_and_filters(storage_root):
+    c = make_toy_corpus(storage_root, n=4, lengths=[16_000, 24_000, 30_000, 40_000])
+    data = LabeledAudio(Manifest.read(c["manifest"]), c["labels"], _cfg())
+    assert data.lengths.tolist() == [24_000, 30_000, 40_000]      # 16_000 < min_sample_size
+    assert data.label_rate == 50
+    wav, lab = data.load(0)
+    raw, _ = sf.read(io.BytesIO(storage.read_bytes(Manifest.read(c["manifest"]).url_of(1))),
+                     dtype="float32")
+    ref = F.layer_norm(torch.from_numpy(raw), raw.shape)
+    torch.testing.assert_close(wav, ref, atol=1e-5, rtol=1e-5)
+    assert len(lab) == 24_000 * 50 // 16000
+
+
+def test_label_duration_mismatch_names_the_file(tmp_path):
+    c = make_toy_corpus(str(tmp_path), n=3, lengths=[24_000, 32_000, 40_000])
+    # the labels are at 50 Hz: reading them as 100 Hz halves their duration
+    with pytest.raises(BadInput, match=r"a/en/u000\.wav.*100 Hz"):
+        LabeledAudio(Manifest.read(c["manifest"]), c["labels"], _cfg(), label_rate=100)
+    # a 0.08 s gap is tolerated (fairseq: 0.1 s), 0.12 s is not
+    m = Manifest.read(c["manifest"])
+    m.entries[1] = type(m.entries[1])(m.entries[1].path, 32_000 + 1280, "fr", "a")
+    LabeledAudio(m, c["labels"], _cfg())
+    m.entries[1] = type(m.entries[1])(m.entries[1].path, 32_000 + 1920, "fr", "a")
+    with pytest.raises(BadInput, match=r"u001\.wav"):
+        LabeledAudio(m, c["labels"], _cfg())
+
+
+def test_uncommitted_labels_are_refused(tmp_path):
+    c = make_toy_corpus(str(tmp_path), n=2)
+    storage.remove(storage.join(c["labels"], "_SUCCESS"))
+    with pytest.raises(BadInput, match="_SUCCESS"):
+        LabeledAudio(Manifest.read(c["manifest"]), c["labels"], _cfg())
+
+
+def test_loader_is_deterministic_across_workers_and_resume(tmp_path):
+    c = make_toy_corpus(str(tmp_path), n=12, label_rate=100)
+    data = LabeledAudio(Manifest.read(c["manifest"]), c["labels"], _cfg())
+    planner = EpochPlanner(data, seed=3)
+    n, loader = planner.loader(epoch=1)
+    batches = list(loader)
+    assert len(batches) == n and n >= 3
+    for b in batches:
+        bsz, s = b["wav"].shape
+        assert bsz * s <= 64_000 and s <= 32_000 and b["lengths"] is None
+        # one label fewer when a crop ends at the utterance's last (partial) label
+        assert b["labels"].shape[0] == bsz
+        assert s * 100 // 16000 - 1 <= b["labels"].shape[1] <= s * 100 // 16000
+    data.cfg.num_workers = 1
+    n2, resumed = planner.loader(epoch=1, start=2)       # resume at batch 2, decoded in a worker
+    again = list(resumed)
+    assert n2 == n and len(again) == n - 2
+    for a, b in zip(batches[2:], again):
+        assert torch.equal(a["wav"], b["wav"]) and torch.equal(a["labels"], b["labels"])

@@ -1,0 +1,139 @@
+"""Static checks of images/ (no Docker engine here): pinned bases and requirements, COPY sources and
+the default command exist, a non-root user, dependencies agree with pyproject/requirements.lock,
+and hadolint (when installed) reports nothing."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT / "images"
+DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu"]
+# served by the API image (top-level Dockerfile), not by the pipeline images
+API_ONLY = {"fastapi", "uvicorn", "python-multipart", "prometheus-client"}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """``[(INSTRUCTION, arguments)]`` with continuation lines joined and comments dropped."""
+    out, buf = [], ""
+    for line in path.read_text().splitlines():
+        s = line.strip()
+        if not buf and (not s or s.startswith("#")):
+            continue
+        if s.startswith("#"):
+            continue
+        buf += " " + s.rstrip("\\").strip() if buf else s.rstrip("\\").strip()
+        if not s.endswith("\\"):
+            op, _, rest = buf.partition(" ")
+            out.append((op.upper(), rest.strip()))
+            buf = ""
+    return out
+
+
+def requirements(path: Path) -> dict[str, str]:
+    """Pinned requirements of a file, following ``-r`` includes."""
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("--"):
+            continue
+        if line.startswith("-r "):
+            inc = path.parent / line[3:].strip()
+            assert inc.exists(), f"{path.name} includes missing {inc.name}"
+            pins.update(requirements(inc))
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", line)
+        assert m, f"{path.name}: {line!r} is not pinned with =="
+        pins[_norm(m.group(1))] = m.group(2)
+    return pins
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_base_image_pinned(name):
+    froms = [a for op, a in instructions(IMAGES / name) if op == "FROM"]
+    assert froms
+    for ref in froms:
+        image = ref.split()[0]
+        assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[\w.\-]*$", image), \
+            f"{name}: base {image} is not pinned to an exact version or digest"
+        assert not image.endswith(":latest")
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_copy_sources_and_command_exist(name):
+    ins = instructions(IMAGES / name)
+    copies = [shlex.split(a) for op, a in ins if op in ("COPY", "ADD")]
+    assert copies
+    for args in copies:
+        srcs = [a for a in args[:-1] if not a.startswith("--")]
+        for s in srcs:
+            assert (ROOT / s).exists(), f"{name}: COPY source {s} does not exist (context = repo root)"
+    cmds = [op_a for op_a in ins if op_a[0] in ("CMD", "ENTRYPOINT")]
+    assert cmds
+    for _, a in cmds:
+        import json
+
+        argv = json.loads(a)
+        assert argv[0] == "python"
+        if "-m" in argv:
+            mod = argv[argv.index("-m") + 1].replace(".", "/")
+            assert (ROOT / mod / "__main__.py").exists() or (ROOT / f"{mod}.py").exists(), \
+                f"{name}: module {mod} does not exist"
+    # the code the components and the PyTorchJob import is in the image
+    copied = {Path(a[-2]).parts[0] for a in copies}
+    assert {"mhubert", "components", "pipelines"} <= copied
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_non_root_user(name):
+    users = [a for op, a in instructions(IMAGES / name) if op == "USER"]
+    assert users, f"{name} sets no USER"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0")
+    # the last USER comes after every RUN that needs root
+    ops = [op for op, _ in instructions(IMAGES / name)]
+    last_user = max(i for i, op in enumerate(ops) if op == "USER")
+    assert last_user > max(i for i, op in enumerate(ops) if op == "RUN")
+
+
+@pytest.mark.parametrize("name,extra", [("requirements-cpu.txt", {"faiss-cpu"}),
+                                        ("requirements-gpu.txt", {"faiss-gpu-cu12"})])
+def test_requirements_pinned_and_complete(name, extra):
+    pins = requirements(IMAGES / name)
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    needed = {_norm(re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0]) for d in deps} - API_ONLY - {"faiss-cpu"}
+    assert needed | extra <= set(pins), f"{name} misses {sorted((needed | extra) - set(pins))}"
+    # the same versions the tests run with
+    lock = requirements(ROOT / "requirements.lock")
+    for pkg, ver in pins.items():
+        if pkg in lock:
+            assert ver.split("+")[0] == lock[pkg], f"{name}: {pkg}=={ver} but the lock has {lock[pkg]}"
+
+
+def test_components_install_nothing_at_run_time():
+    from components import COMPONENT_OPTIONS
+
+    assert COMPONENT_OPTIONS["packages_to_install"] == []
+    assert COMPONENT_OPTIONS["install_kfp_package"] is False
+    for f in (ROOT / "components").glob("*.py"):
+        assert "pip install" not in f.read_text(), f.name
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None and not (ROOT / ".venv/bin/hadolint").exists(),
+                    reason="hadolint not installed")
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint(name):
+    exe = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
+    proc = subprocess.run([exe, "--no-color", str(IMAGES / name)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
