@@ -229,8 +229,8 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
         if normalize:
             x = normalize_vectors(x)
         num_frames = int(bundle.model.num_frames(wav.numel()))
-        want_npy = format == "npy" or (format is None and "application/x-npy" in request.headers.get("accept", ""))
-        if want_npy:
+        accept = request.headers.get("accept", "")
+        if format == "npy" or (format is None and "application/x-npy" in accept):
             buf = io.BytesIO()
             np.save(buf, x.numpy().astype(np.float32), allow_pickle=False)
             return Response(buf.getvalue(), media_type="application/x-npy", headers={

@@ -149,8 +149,9 @@ class ModelService:
         for i, j in enumerate(jobs):
             wav[i, : j.wav.numel()] = j.wav
         wav, dev_lengths = wav.to(self.device), lengths.to(self.device)
+        top = bundle.num_layers if any(j.lid for j in jobs) else max(max(j.layers) for j in jobs)
         with torch.inference_mode(), self._autocast():
-            hidden = bundle.model.hidden_states(wav, dev_lengths if len(jobs) > 1 else None)
+            hidden = self._hidden(bundle.model, wav, dev_lengths, top)
             frames = bundle.model.frame_lengths(lengths).tolist()
             out: list[Tensor] = []
             pooled_all = None
@@ -166,6 +167,15 @@ class ModelService:
                 x = torch.stack([hidden[k][i, : frames[i]] for k in j.layers]).float()  # (L', T, D)
                 out.append((x.mean(dim=1) if j.pool else x).cpu())
         return out
+
+    @staticmethod
+    def _hidden(model: Any, wav: Tensor, lengths: Tensor, top: int) -> list[Tensor]:
+        """Hidden states 0..top of a padded batch; layers above ``top`` are not run."""
+        full = bool((lengths == wav.shape[1]).all())
+        if top >= len(model.layers):
+            return model.hidden_states(wav, None if full else lengths)
+        feats, flen = model.extract_features(wav, None if full else lengths)
+        return model.encode(model.project(feats), flen, num_layers=top, keep_all=True)
 
 
 def normalize_vectors(x: Tensor) -> Tensor:

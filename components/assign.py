@@ -15,9 +15,8 @@ def assign_shard(item: dict) -> str:
 
     shard, n = int(item["shard"]), int(item["num_shards"])
     args = ["cluster", "assign", "--manifest", item["manifest"], "--index", item["index"],
-            "--out", item["labels"], "--features", item["features"], "--layer", int(item["layer"]),
-            "--label-rate", int(item["label_rate"]), "--shard", shard, "--num-shards", n,
-            "--preset", item["preset"]]
+            "--labels", item["labels"], "--features", item["features"], "--layer", int(item["layer"]),
+            "--shard", shard, "--num-shards", n, "--preset", item["preset"], "--quiet"]
     if item.get("model"):
         args += ["--model", item["model"]]
     mhubert(*args)
@@ -39,8 +38,7 @@ def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Met
     if len(dirs) != 1:
         raise ValueError(f"shards of one iteration must share a labels directory, got {dirs}")
     url = dirs[0]
-    if not storage.is_committed(url):
-        mhubert("cluster", "merge", "--labels", url)
+    mhubert("cluster", "merge", "--labels", url, "--num-shards", len(shards))  # no-op once committed
     info = storage.read_json(storage.join(url, storage.SUCCESS))
     flat, offsets = read_labels(url)
     k = int(info.get("num_clusters") or (int(flat.max()) + 1 if flat.size else 0))

@@ -17,8 +17,9 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
 
     ``features`` is ``mfcc`` (iteration 1) or ``hubert`` (layer ``layer`` of ``model_uri``). With
     ``init_index`` (e.g. a published mHuBERT-147 index) the fit is skipped and that index is used.
-    ``memory_budget_gb`` 0 keeps the preset's budget. Returns the index URL and one work item per
-    label shard (a dict carrying every URL the shard task needs).
+    ``memory_budget_gb`` 0 keeps the preset's budget. ``label_rate`` (100 for MFCC, 50 for HuBERT)
+    travels with the work items; the library derives it from ``features`` too. Returns the index
+    URL and one work item per label shard (a dict carrying every URL the shard task needs).
     """
     from collections import namedtuple
 
@@ -29,6 +30,9 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
         raise ValueError(f"features must be mfcc or hubert, got {features!r}")
     if features == "hubert" and not model_uri:
         raise ValueError(f"iteration {iteration} clusters HuBERT features: a model_uri is required")
+    if label_rate != (100 if features == "mfcc" else 50):
+        raise ValueError(f"{features} features give {100 if features == 'mfcc' else 50} Hz labels, "
+                         f"not {label_rate} Hz")
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}")
     it_dir = storage.join(output_root, f"iter{iteration}")
@@ -40,24 +44,21 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
         index_uri = init_index
         info = {"reused_index": 1}
     else:
-        sample_dir = storage.join(cdir, "sample")
-        index_dir = storage.join(cdir, "index")
-        budget = ["--set", f"memory_budget_gb={memory_budget_gb}"] if memory_budget_gb > 0 else []
-        if not storage.is_committed(sample_dir):
-            mhubert("cluster", "sample", "--manifest", manifest_uri, "--out", sample_dir, "--preset", preset,
-                    *feat, *budget)
-        if not storage.is_committed(index_dir):
-            mhubert("cluster", "fit", "--sample", sample_dir, "--out", index_dir, "--preset", preset,
-                    "--num-clusters", num_clusters)
-        index_uri = storage.join(index_dir, "index.faiss")
-        info = storage.read_json(storage.join(sample_dir, storage.SUCCESS))
+        # both commands are no-ops once their results are committed (a rerun resumes)
+        budget = ["--budget-gb", memory_budget_gb] if memory_budget_gb > 0 else []
+        mhubert("cluster", "sample", "--manifest", manifest_uri, "--out", cdir, "--preset", preset,
+                "--num-clusters", num_clusters, "--quiet", *feat, *budget)
+        mhubert("cluster", "fit", "--out", cdir, "--preset", preset, "--num-clusters", num_clusters,
+                "--quiet")
+        index_uri = storage.join(cdir, "index.faiss")
+        info = storage.read_json(storage.join(cdir, "sample", storage.SUCCESS))
     log_metrics(sample_stats, info)
     sample_stats.log_metric("num_clusters", float(num_clusters))
     index.metadata.update({"uri": index_uri, "iteration": iteration, "features": features, "layer": layer})
     with open(index.path, "w") as f:
         f.write(index_uri + "\n")
     labels = storage.join(it_dir, "labels")
-    shards = [{"manifest": manifest_uri, "index": index_uri, "features": features, "layer": layer,
-               "model": model_uri, "label_rate": label_rate, "shard": i, "num_shards": num_shards,
-               "labels": labels, "preset": preset} for i in range(num_shards)]
+    shards = [{"manifest": manifest_uri, "index": index_uri, "clustering": cdir, "features": features,
+               "layer": layer, "model": model_uri, "label_rate": label_rate, "shard": i,
+               "num_shards": num_shards, "labels": labels, "preset": preset} for i in range(num_shards)]
     return namedtuple("ClusterOutputs", ["index_uri", "shards"])(index_uri, shards)

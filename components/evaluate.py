@@ -7,24 +7,39 @@ from components import COMPONENT_OPTIONS
 
 
 @dsl.component(**COMPONENT_OPTIONS)
-def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: str, iteration: int,
-             preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
+def evaluate(manifest_uri: str, labels_uri: str, index_uri: str, model_uri: str, output_root: str,
+             iteration: int, preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], lid_probe: bool = True) -> str:
-    """Write ``<output_root>/iter<N>/eval``: the labels' quality report and, when ``lid_probe`` and
-    the LID module are available, a LID head trained on the frozen model with its held-out accuracy
-    and confusion matrix. Returns the LID head URL ("" without a probe)."""
+    """Score the iteration: the k-means quality report of ``mhubert cluster report`` (agreement with
+    exact k-means, PNMI/purity against languages, cluster sizes) in ``<output_root>/iter<N>/clustering``,
+    and, when ``lid_probe`` and the LID module are available, a LID head trained on the frozen model
+    under ``<output_root>/iter<N>/eval`` with its held-out accuracy and confusion matrix.
+    Returns the LID head URL ("" without a probe)."""
     import importlib.util
 
     from components._common import json_table, log_metrics, mhubert, png_html
     from mhubert import storage
 
     out = storage.join(output_root, f"iter{iteration}", "eval")
-    qdir = storage.join(out, "labels")
-    if not storage.is_committed(qdir):
-        mhubert("cluster", "report", "--labels", labels_uri, "--manifest", manifest_uri, "--out", qdir)
-    q = storage.read_json(storage.join(qdir, "quality.json"))
-    log_metrics(quality, q)
-    page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>{json_table(q)}"
+    cdir = storage.join(output_root, f"iter{iteration}", "clustering")
+    page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
+    if storage.is_committed(storage.join(cdir, "sample")):
+        qjson = storage.join(cdir, "quality.json")
+        if not storage.exists(qjson):
+            mhubert("cluster", "report", "--out", cdir, "--manifest", manifest_uri, "--index", index_uri)
+        q = storage.read_json(qjson)
+        flat = {k: v for k, v in q.items() if not isinstance(v, dict)}
+        flat.update({f"language_{k}": v for k, v in (q.get("language") or {}).items()})
+        flat.update({f"reference_{k}": v for k, v in (q.get("reference") or {}).items()})
+        log_metrics(quality, flat)
+        page += json_table(flat)
+        sizes_png = storage.join(cdir, "cluster_sizes.png")
+        if storage.exists(sizes_png):
+            page += png_html("Cluster sizes (clustering sample)", storage.read_bytes(sizes_png))
+    else:  # a reused index has no sample here to score
+        info = storage.read_json(storage.join(labels_uri, storage.SUCCESS))
+        log_metrics(quality, info)
+        page += f"<p>index reused ({index_uri}): no clustering sample to score</p>{json_table(info)}"
     lid_dir = ""
     if lid_probe and importlib.util.find_spec("mhubert.lid.train") is not None:
         lid_dir = storage.join(out, "lid")

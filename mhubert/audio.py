@@ -7,13 +7,16 @@ more frames than the file holds) raises :class:`mhubert.errors.AudioError` namin
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+import torchaudio.functional.functional as _taf
 
 from mhubert import storage
 from mhubert.errors import AudioError, BadInput
@@ -112,11 +115,24 @@ def to_mono(x: torch.Tensor) -> torch.Tensor:
     return x.mean(dim=1) if x.dim() == 2 else x
 
 
+@lru_cache(maxsize=32)
+def _resample_kernel(orig_sr: int, target_sr: int) -> tuple[torch.Tensor, int]:
+    gcd = math.gcd(orig_sr, target_sr)
+    return _taf._get_sinc_resample_kernel(orig_sr, target_sr, gcd, 6, 0.99, "sinc_interp_hann",
+                                          None, torch.device("cpu"), torch.float32)
+
+
 def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = TARGET_SR) -> torch.Tensor:
-    """(samples,) at ``orig_sr`` -> (samples',) at ``target_sr`` (torchaudio's sinc resampler)."""
+    """(samples,) at ``orig_sr`` -> (samples',) at ``target_sr``: torchaudio.functional.resample
+    (defaults), with its kernel cached per rate pair (building it costs more than applying it)."""
     if orig_sr == target_sr:
         return wav
-    return AF.resample(wav, orig_sr, target_sr)
+    if wav.dtype != torch.float32 or wav.device.type != "cpu" or not hasattr(
+            _taf, "_apply_sinc_resample_kernel"):
+        return AF.resample(wav, orig_sr, target_sr)
+    kernel, width = _resample_kernel(int(orig_sr), int(target_sr))
+    return _taf._apply_sinc_resample_kernel(wav, orig_sr, target_sr,
+                                            math.gcd(orig_sr, target_sr), kernel, width)
 
 
 def normalize(wav: torch.Tensor) -> torch.Tensor:

@@ -150,8 +150,9 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
             if on_cluster:
                 kubernetes.set_timeout(tr, TRAIN_POD_TIMEOUT_S)
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
-                                 model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
-                                 preset=preset, lid_probe=lid_probe), opt.evaluate, f"iter{n}-evaluate")
+                                 index_uri=cl.outputs["index_uri"], model_uri=tr.outputs["Output"],
+                                 output_root=output_root, iteration=n, preset=preset, lid_probe=lid_probe),
+                        opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],
                              lid_uri=ev.outputs["Output"]), opt.prepare, "publish")

@@ -55,10 +55,11 @@ def test_bad_audio_is_422_naming_the_problem(client, name):
 
 
 def test_text_file_named_wav_multipart(client):
-    r = client.post("/v1/lid", files={"file": ("speech.wav", b"hello, I am not audio\n" * 20, "audio/wav")})
+    text = {"file": ("speech.wav", b"hello, I am not audio\n" * 20, "audio/wav")}
+    r = client.post("/v1/lid", files=text)
     # no LID head here: the audio is never looked at, the missing head is the error
     assert r.status_code == 409
-    r = client.post("/v1/embeddings", files={"file": ("speech.wav", b"hello, I am not audio\n" * 20, "audio/wav")})
+    r = client.post("/v1/embeddings", files=text)
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_audio"
 
 
@@ -106,6 +107,7 @@ def test_valid_audio_any_rate_and_channels(client, name):
 
 def test_stereo_is_the_channel_mean(client):
     left, right = tone(1.0, freq=200.0), tone(1.0, freq=300.0, seed=1)
-    stereo = client.post("/v1/embeddings", content=wav_bytes(np.stack([left, right], 1), subtype="FLOAT")).json()
+    both = wav_bytes(np.stack([left, right], 1), subtype="FLOAT")
+    stereo = client.post("/v1/embeddings", content=both).json()
     mono = client.post("/v1/embeddings", content=wav_bytes((left + right) / 2, subtype="FLOAT")).json()
     np.testing.assert_allclose(stereo["embeddings"], mono["embeddings"], atol=1e-4)

@@ -40,7 +40,8 @@ def test_alone_vs_batched_within_1e4(service):
     together = service.run_batch(jobs)
     n = len(wavs)
     for i in range(n):
-        assert together[i].shape == frames[i].shape == (5, service.bundle.model.num_frames(wavs[i].numel()), 64)
+        t = service.bundle.model.num_frames(wavs[i].numel())
+        assert together[i].shape == frames[i].shape == (5, t, 64)
         torch.testing.assert_close(together[i], frames[i], atol=1e-4, rtol=0)
         torch.testing.assert_close(together[n + i], pooled[i], atol=1e-4, rtol=0)
         torch.testing.assert_close(together[2 * n + i], lid[i], atol=1e-4, rtol=0)
@@ -122,3 +123,14 @@ def test_concurrent_requests_batched_through_app(service):
     hist = {s.labels.get("le"): s.value for f in text_string_to_metric_families(text)
             if f.name == "mhubert_batch_size" for s in f.samples if s.name.endswith("_bucket")}
     assert hist["1.0"] < hist["+Inf"], "no request shared a batch"
+
+
+@pytest.mark.parametrize("layers", [(0,), (2,), (3, 1)])
+def test_lower_layers_stop_early_but_match_the_full_forward(service, layers):
+    wavs = _wavs()
+    got = service.run_batch([EmbedJob(w, layers, pool=False) for w in wavs])
+    model = service.bundle.model
+    with torch.no_grad():
+        for w, g in zip(wavs, got, strict=True):
+            full = model.hidden_states(w[None])
+            torch.testing.assert_close(g, torch.stack([full[k][0] for k in layers]), atol=1e-4, rtol=0)

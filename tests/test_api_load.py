@@ -85,5 +85,6 @@ def test_concurrent_clients_no_errors_bounded_memory(server):
     from prometheus_client.parser import text_string_to_metric_families
 
     fams = {f.name: f for f in text_string_to_metric_families(metrics)}
-    batches = {s.labels["le"]: s.value for s in fams["mhubert_batch_size"].samples if s.name.endswith("_bucket")}
+    batches = {s.labels["le"]: s.value for s in fams["mhubert_batch_size"].samples
+               if s.name.endswith("_bucket")}
     assert batches["1.0"] < batches["+Inf"], "16 concurrent clients never shared a batch"

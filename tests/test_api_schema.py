@@ -41,7 +41,8 @@ def test_no_server_errors(api_schema, mode):
             if response.status_code >= 400 and response.text.startswith('{"error"'):
                 err = response.json()["error"]
                 assert set(err) == {"code", "message"} and err["message"]
-            case.validate_response(response, checks=[checks.not_a_server_error, checks.status_code_conformance])
+            case.validate_response(response,
+                                   checks=[checks.not_a_server_error, checks.status_code_conformance])
 
         try:
             run()

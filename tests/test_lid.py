@@ -109,7 +109,8 @@ def test_report_matches_sklearn():
     np.testing.assert_allclose([rep["per_language"][x]["f1"] for x in labels], f1_score(y_true, y_pred, **kw))
     np.testing.assert_allclose([rep["per_language"][x]["precision"] for x in labels],
                                precision_score(y_true, y_pred, **kw))
-    np.testing.assert_allclose([rep["per_language"][x]["recall"] for x in labels], recall_score(y_true, y_pred, **kw))
+    np.testing.assert_allclose([rep["per_language"][x]["recall"] for x in labels],
+                               recall_score(y_true, y_pred, **kw))
     assert rep["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert rep["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=list(range(4)), average="macro",
                                                      zero_division=0))

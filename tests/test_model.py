@@ -228,3 +228,42 @@ def test_pretrain_bad_label_rate():
     model = HubertPretrainModel(HubertConfig.preset("tiny"), 5)
     with pytest.raises(BadInput, match="label_rate"):
         model(torch.randn(1, 8000), None, torch.zeros(1, 20, dtype=torch.long), 75)
+    with pytest.raises(BadInput, match="num_classes"):
+        model(torch.randn(1, 8000), None, torch.full((1, 20), 5), 50)
+
+
+def test_load_hf_reads_old_weight_norm_names_from_pytorch_model_bin(hf_dir, tmp_path):
+    import json
+    import shutil
+
+    path, ref = hf_dir
+    sd = {k.replace("parametrizations.weight.original0", "weight_g")
+          .replace("parametrizations.weight.original1", "weight_v"): v for k, v in ref.state_dict().items()}
+    assert "encoder.pos_conv_embed.conv.weight_g" in sd
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    shutil.copy(path + "/config.json", tmp_path / "config.json")
+    assert "mhubert_model_config" not in json.loads((tmp_path / "config.json").read_text())
+    wav = torch.randn(1, 5_000)
+    with torch.no_grad():
+        torch.testing.assert_close(load_hf(str(tmp_path))(wav), ref(wav).last_hidden_state, atol=TOL, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_and_trains_under_bf16():
+    torch.manual_seed(8)
+    model = HubertPretrainModel(HubertConfig.preset("tiny"), 10).eval()
+    wav, lengths = torch.randn(2, 16_000), torch.tensor([16_000, 11_000])
+    with torch.no_grad():
+        cpu = model.encoder.hidden_states(wav, lengths)
+        gpu = model.cuda().encoder.hidden_states(wav.cuda(), lengths.cuda())
+    frames = model.encoder.frame_lengths(lengths)
+    for c, g in zip(cpu, gpu, strict=True):
+        for b in range(2):
+            torch.testing.assert_close(g[b, : frames[b]].cpu(), c[b, : frames[b]], atol=1e-3, rtol=1e-3)
+    model.train()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model(wav.cuda(), lengths.cuda(), torch.randint(0, 10, (2, 100)).cuda(), 100, generator=gen)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and int(out["count_m"]) > 0

@@ -21,6 +21,15 @@ SMALL = ["model.num_layers=2", "data.max_tokens=32000", "data.max_sample_size=16
          "data.min_sample_size=16000", "data.num_workers=0", "train.log_interval=2"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: on 2 shared cores, 2 threads per process oversubscribe (~8x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return make_toy_corpus(str(tmp_path_factory.mktemp("toy")), n=12)
@@ -59,21 +68,21 @@ def test_overrides_route_to_sections():
 
 def test_loss_falls_and_the_run_publishes_its_outputs(corpus, tmp_path):
     out = str(tmp_path / "run")
-    sets = SMALL + ["train.max_update=80", "train.warmup_updates=8", "train.lr=0.005",
-                    "train.save_interval_updates=40", "train.log_interval=10"]
+    sets = SMALL + ["train.max_update=120", "train.warmup_updates=10", "train.lr=0.005",
+                    "train.save_interval_updates=60", "train.log_interval=10"]
     res = train(RunArgs(corpus["manifest"], corpus["labels"], out, preset="tiny", overrides=sets))
-    assert res["finished"] and res["step"] == 80
+    assert res["finished"] and res["step"] == 120
     recs = [json.loads(line) for line in open(f"{out}/log.jsonl")]
-    assert [r["step"] for r in recs] == list(range(10, 81, 10))
+    assert [r["step"] for r in recs] == list(range(10, 121, 10))
     assert {"loss", "acc_m", "acc_u", "lr", "gnorm", "audio_s_per_s", "mem_gb"} <= set(recs[0])
     # 8 balanced classes: chance is 1/8 = 0.125 and CE ln(8) = 2.08 (plus the feature penalty)
     assert recs[0]["acc_m"] < 0.2
-    assert recs[-1]["acc_m"] > 0.3
-    assert recs[-1]["loss"] < recs[0]["loss"] - 0.4
+    assert (recs[-1]["acc_m"] + recs[-2]["acc_m"]) / 2 > 0.3
+    assert recs[-1]["loss"] < recs[0]["loss"] - 0.5
     assert recs[-1]["lr"] == 0.0
     assert open(f"{out}/loss.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-    assert ckpt.latest_url(out).endswith("step-00000080.pt")
-    assert storage.listdir(f"{out}/checkpoints") == ["latest", "step-00000040.pt", "step-00000080.pt"]
+    assert ckpt.latest_url(out).endswith("step-00000120.pt")
+    assert storage.listdir(f"{out}/checkpoints") == ["latest", "step-00000060.pt", "step-00000120.pt"]
     # the exported transformers directory holds the trained encoder
     from mhubert.model import load_hf
 
@@ -82,7 +91,7 @@ def test_loss_falls_and_the_run_publishes_its_outputs(corpus, tmp_path):
     for k, v in enc.items():
         torch.testing.assert_close(v, state["encoder." + k], rtol=0, atol=0)
     success = storage.read_json(f"{out}/_SUCCESS")
-    assert success["step"] == 80 and success["num_classes"] == corpus["k"]
+    assert success["step"] == 120 and success["num_classes"] == corpus["k"]
     # a finished run re-launched does nothing
     before = open(f"{out}/log.jsonl").read()
     again = train(RunArgs(corpus["manifest"], corpus["labels"], out, preset="tiny", overrides=sets))
@@ -93,7 +102,7 @@ def _final_state(out: str) -> dict:
     return ckpt.load(ckpt.latest_url(out))
 
 
-def test_n_plus_n_updates_with_a_restart_equal_2n(corpus, tmp_path, s3_bucket):
+def test_n_plus_n_updates_with_a_restart_equal_2n(corpus, tmp_path, s3_bucket, monkeypatch):
     sets = SMALL + ["train.max_update=6", "train.warmup_updates=2", "train.save_interval_updates=100",
                     "model.dropout=0.1", "model.layerdrop=0.3", "model.dropout_input=0.1",
                     "model.attention_dropout=0.1"]
@@ -111,9 +120,13 @@ def test_n_plus_n_updates_with_a_restart_equal_2n(corpus, tmp_path, s3_bucket):
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=0, atol=1e-9)
-    # without the restored RNG state the dropout/masking streams differ: the check can fail
-    assert not torch.equal(ckpt.load(storage.join(split, "checkpoints/step-00000003.pt"))["model"]
-                           ["label_embs"], b["model"]["label_embs"])
+    # negative control: resuming without the saved RNG states (dropout, layerdrop, masking) diverges
+    monkeypatch.setattr(ckpt, "set_rng_state", lambda state: None)
+    third = str(tmp_path / "no-rng")
+    train(RunArgs(corpus["manifest"], corpus["labels"], third, preset="tiny", overrides=sets), stop_at=3)
+    train(RunArgs(corpus["manifest"], corpus["labels"], third, preset="tiny", overrides=sets))
+    c = _final_state(third)
+    assert max((a["model"][k] - c["model"][k]).abs().max().item() for k in a["model"]) > 1e-4
 
 
 def test_a_failed_checkpoint_write_never_becomes_latest(storage_root, monkeypatch):

@@ -34,5 +34,4 @@ class ClusteringConfig:
     niter: int = 20             # exact mode: k-means iterations (the factory index uses faiss's 10)
     add_vectors: bool = False   # also add the sample to the index (the paper did; labels don't need it)
     hnsw_ef_search: int = 16    # faiss default, as in the published index
-    normalize: bool = True      # waveform layer-norm before features (data.normalize in the presets)
-    batch_size: int = 16        # utterances per feature batch
+    opq_niter: int = 50         # faiss default; fewer trains much faster on small CPUs

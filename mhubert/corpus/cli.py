@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="pad shorter utterances to this")
     p.add_argument("--max-seconds", type=float, default=6.0, help="trim longer utterances to this")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="parallel espeak-ng calls")
+    p.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 2),
+                   help="parallel espeak-ng calls (default: 2 per core)")
     p.set_defaults(func=_synth)
 
     p = sub.add_parser("manifest", help="scan a corpus (or read a TSV) into manifest.tsv + stats")

@@ -97,7 +97,9 @@ def _mfcc_frames(parts: Sequence[torch.Tensor], n: int) -> torch.Tensor:
     # DC removal then pre-emphasis (first sample against itself) equals pre-emphasis then
     # subtracting (1 - PREEMPH) * mean from every sample. Written straight from the strided views
     # into one buffer, so the frames are copied once.
-    x = torch.empty(n, WINDOW)
+    # Zero-padded to N_FFT here: rfft of a padded buffer is about 2x faster than rfft(n=N_FFT).
+    buf = torch.zeros(n, N_FFT)
+    x = buf[:, :WINDOW]
     means = torch.empty(n, 1)
     pos = 0
     for f in parts:
@@ -108,7 +110,7 @@ def _mfcc_frames(parts: Sequence[torch.Tensor], n: int) -> torch.Tensor:
         pos += f.shape[0]
     x -= (1.0 - PREEMPH) * means
     x *= window
-    spec = torch.view_as_real(torch.fft.rfft(x, n=N_FFT))        # (n, 257, 2)
+    spec = torch.view_as_real(torch.fft.rfft(buf))               # (n, 257, 2)
     # |X|^2 @ banks as one matmul: re^2 and im^2 interleaved against each bank row twice.
     mel = spec.square_().reshape(n, -1) @ banks2
     return mel.clamp_min_(eps).log_() @ dct_lift

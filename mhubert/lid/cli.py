@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = from_preset(LidTrainConfig, "lid", args.preset, args.overrides)
     report = train_lid(args.model, args.manifest, args.out, cfg)
-    print(json.dumps({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"], "split": report["split"]}))
+    print(json.dumps({k: report[k] for k in ("accuracy", "macro_f1", "split")}))
     return 0
 
 

@@ -44,7 +44,8 @@ def classification_report(y_true: list[int], y_pred: list[int], labels: list[str
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     per_language = {lab: {"precision": float(precision[i]), "recall": float(recall[i]),
                           "f1": float(f1[i]), "support": int(support[i])} for i, lab in enumerate(labels)}
-    return {"accuracy": float(tp.sum() / m.sum()), "macro_f1": float(f1.mean()), "num_utterances": len(y_true),
+    return {"accuracy": float(tp.sum() / m.sum()), "macro_f1": float(f1.mean()),
+            "num_utterances": len(y_true),
             "per_language": per_language, "confusion": {"labels": list(labels), "matrix": m.tolist()}}
 
 

@@ -127,7 +127,7 @@ def hf_config_dict(cfg: HubertConfig) -> dict[str, Any]:
         "conv_pos_batch_norm": False, "do_stable_layer_norm": cfg.layer_norm_first,
         "apply_spec_augment": True, "mask_time_prob": 0.05, "mask_time_length": cfg.mask_length,
         "mask_time_min_masks": cfg.min_masks, "mask_feature_prob": 0.0,
-        "torch_dtype": "float32", "mhubert_model_config": cfg.to_dict(),
+        "mhubert_model_config": cfg.to_dict(),
     }
 
 

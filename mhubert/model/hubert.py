@@ -50,12 +50,13 @@ class MaskedGroupNorm(nn.GroupNorm):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         if valid is None or bool(valid.all()):
             return super().forward(x)
-        w = valid[:, None, :].to(x.dtype)
+        # statistics in fp32 like fairseq's Fp32GroupNorm (and autocast's group_norm)
+        xf, w = x.float(), valid[:, None, :].float()
         n = w.sum(-1, keepdim=True).clamp(min=1)
-        mean = (x * w).sum(-1, keepdim=True) / n
-        var = ((x - mean).pow(2) * w).sum(-1, keepdim=True) / n
-        x = (x - mean) * torch.rsqrt(var + self.eps)
-        return x * self.weight[None, :, None] + self.bias[None, :, None]
+        mean = (xf * w).sum(-1, keepdim=True) / n
+        var = ((xf - mean).pow(2) * w).sum(-1, keepdim=True) / n
+        y = (xf - mean) * torch.rsqrt(var + self.eps)
+        return (y * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]).to(x.dtype)
 
 
 class ConvBlock(nn.Module):
@@ -330,6 +331,9 @@ class HubertPretrainModel(nn.Module):
         if label_rate <= 0 or label_rate % frame_rate:
             raise BadInput(f"label_rate must be a positive multiple of {frame_rate} Hz, got {label_rate}")
         ratio = label_rate // frame_rate
+        if labels.device.type == "cpu" and labels.numel() and int(labels.max()) >= self.num_classes:
+            # checked where it costs no device sync; on GPU an out-of-range label is a device assert
+            raise BadInput(f"label {int(labels.max())} >= num_classes {self.num_classes}")
         lengths = enc._check(wav, lengths)
 
         if cfg.feature_grad_mult > 0:

@@ -1,0 +1,150 @@
+"""Quality of a clustering run: cluster sizes, approximate-vs-exact agreement, PNMI and purity.
+
+PNMI (HuBERT paper, §IV-B): ``I(y; z) / H(y)`` for reference labels y (language, or phones when
+given) and cluster ids z, from their joint frequencies. Purity: ``E_z[max_y p(y|z)]`` (how well a
+cluster predicts the reference, "phone purity"); cluster purity: ``E_y[max_z p(z|y)]``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+
+from mhubert import storage
+from mhubert.errors import BadInput
+
+log = logging.getLogger(__name__)
+
+
+def _joint(ref: np.ndarray, hyp: np.ndarray) -> np.ndarray:
+    """Joint probability table p(y, z), (num_ref, num_hyp)."""
+    ref, hyp = np.asarray(ref).ravel(), np.asarray(hyp).ravel()
+    if ref.shape != hyp.shape:
+        raise BadInput(f"{ref.size} reference labels but {hyp.size} cluster labels")
+    if ref.size == 0:
+        raise BadInput("no labels to score")
+    _, r = np.unique(ref, return_inverse=True)
+    _, h = np.unique(hyp, return_inverse=True)
+    counts = np.zeros((r.max() + 1, h.max() + 1), dtype=np.float64)
+    np.add.at(counts, (r, h), 1.0)
+    return counts / ref.size
+
+
+def entropy(p: np.ndarray) -> float:
+    """Shannon entropy in nats of a probability vector."""
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def mutual_information(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """I(ref; hyp) in nats."""
+    pxy = _joint(ref, hyp)
+    px, py = pxy.sum(1, keepdims=True), pxy.sum(0, keepdims=True)
+    nz = pxy > 0
+    return float((pxy[nz] * np.log(pxy[nz] / (px @ py)[nz])).sum())
+
+
+def pnmi(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """I(ref; hyp) / H(ref); 0 when the reference has a single class."""
+    h = entropy(_joint(ref, hyp).sum(1))
+    return mutual_information(ref, hyp) / h if h > 0 else 0.0
+
+
+def purity(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """E_z[max_y p(y|z)] = Σ_z max_y p(y, z)."""
+    return float(_joint(ref, hyp).max(0).sum())
+
+
+def cluster_purity(ref: np.ndarray, hyp: np.ndarray) -> float:
+    """E_y[max_z p(z|y)] = Σ_y max_z p(y, z)."""
+    return float(_joint(ref, hyp).max(1).sum())
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of equal labels."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise BadInput(f"cannot compare {a.size} and {b.size} labels")
+    return float((a == b).mean())
+
+
+def cluster_sizes(labels: np.ndarray, num_clusters: int) -> dict:
+    """Counts per cluster and summary numbers (empty clusters, min/max, perplexity = exp(entropy))."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=num_clusters)
+    p = counts / max(1, counts.sum())
+    return {"counts": counts.tolist(), "num_clusters": int(num_clusters),
+            "num_empty": int((counts == 0).sum()), "min": int(counts.min()), "max": int(counts.max()),
+            "perplexity": float(np.exp(entropy(p)))}
+
+
+def plot_sizes(sizes: dict) -> bytes:
+    """PNG: cluster sizes sorted in decreasing order (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = np.sort(np.asarray(sizes["counts"]))[::-1]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(np.arange(len(counts)), np.maximum(counts, 0.5), width=1.0)
+    ax.set_yscale("log")
+    ax.set_xlabel("cluster (sorted by size)")
+    ax.set_ylabel("frames")
+    ax.set_title(f"{sizes['num_clusters']} clusters, {sizes['num_empty']} empty, "
+                 f"perplexity {sizes['perplexity']:.0f}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,
+           max_rows: int = 200_000, reference_labels: str | None = None, seed: int = 0) -> dict:
+    """Score the index on up to ``max_rows`` random rows of the clustering sample; write
+    ``cluster_sizes.json``, ``cluster_sizes.png`` and ``quality.json`` under ``out_dir``.
+
+    ``reference_labels``: a merged labels directory at the sample's frame rate (e.g. phone ids in
+    the labels format), scored like the languages.
+    """
+    from mhubert.clustering import index as cindex
+    from mhubert.clustering import sample as csample
+    from mhubert.corpus.manifest import Manifest
+
+    ci = cindex.load(index_url, storage.join(storage.parent(index_url), "centroids.npy"))
+    x, rows = csample.load_sample(sample_dir, max_rows=max_rows, seed=seed)
+    approx = ci.label(x)
+    centroids = ci.centroids if ci.centroids is not None else ci.original_space_centroids()
+    exact = cindex.exact_assign(x, centroids)
+    manifest = Manifest.read(manifest_url)
+    utt = csample.row_utterances(sample_dir)[rows]
+    langs = np.asarray([manifest[int(i)].lang for i in utt])
+    k = ci.num_clusters
+    sizes = cluster_sizes(approx, k)
+    q = {"num_rows": int(len(rows)), "num_clusters": k, "mode": ci.mode,
+         "agreement_with_exact": agreement(approx, exact),
+         "language": {"pnmi": pnmi(langs, approx), "purity": purity(langs, approx),
+                      "cluster_purity": cluster_purity(langs, approx),
+                      "num_languages": int(len(set(langs.tolist())))},
+         "num_empty_clusters": sizes["num_empty"], "perplexity": sizes["perplexity"]}
+    if reference_labels:
+        from mhubert.clustering.assign import read_labels
+
+        flat, offsets = read_labels(reference_labels)
+        seg = np.load(io.BytesIO(storage.read_bytes(storage.join(sample_dir, "segments.npy"))))
+        within = np.concatenate([np.arange(n) for n in seg[:, 1]])[rows] if len(seg) else rows
+        pos = offsets[utt] + within
+        ok = pos < offsets[utt + 1]
+        if not ok.any():
+            raise BadInput(f"{reference_labels} has no label for the sampled frames")
+        ref = np.asarray(flat)[pos[ok]]
+        q["reference"] = {"pnmi": pnmi(ref, approx[ok]), "purity": purity(ref, approx[ok]),
+                          "cluster_purity": cluster_purity(ref, approx[ok]), "num_rows": int(ok.sum())}
+    storage.atomic_write_json(storage.join(out_dir, "cluster_sizes.json"), sizes)
+    storage.atomic_write(storage.join(out_dir, "cluster_sizes.png"), plot_sizes(sizes))
+    storage.atomic_write_json(storage.join(out_dir, "quality.json"), q)
+    log.info("quality: agreement %.3f, language PNMI %.3f, purity %.3f", q["agreement_with_exact"],
+             q["language"]["pnmi"], q["language"]["purity"])
+    return q

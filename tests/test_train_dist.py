@@ -1,0 +1,83 @@
+"""The trainer under torchrun (2 processes, gloo): replicas stay identical, and a SIGKILLed rank is
+recovered by ``--max-restarts 1`` from the last checkpoint, ending where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_train_corpus import make_toy_corpus
+
+from mhubert import storage
+from mhubert.train import checkpoint as ckpt
+
+SETS = ["model.num_layers=2", "data.max_tokens=32000", "data.max_sample_size=16000",
+        "data.min_sample_size=16000", "data.num_workers=1", "train.max_update=6",
+        "train.warmup_updates=2", "train.save_interval_updates=3", "train.log_interval=2",
+        "model.dropout=0.1", "model.layerdrop=0.2"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(corpus: dict, out: str, extra_env: dict | None = None, restarts: int = 0
+              ) -> subprocess.CompletedProcess:
+    port = _free_port()
+    if restarts:
+        launch = [f"--max-restarts={restarts}", "--rdzv-backend=c10d",
+                  f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=mhubert-test"]
+    else:
+        launch = ["--master-addr=127.0.0.1", f"--master-port={port}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", *launch,
+           "-m", "mhubert.train", "--preset", "tiny", "--manifest", corpus["manifest"],
+           "--labels", corpus["labels"], "--out", out]
+    for s in SETS:
+        cmd += ["--set", s]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_toy_corpus(str(tmp_path_factory.mktemp("toy")), n=12)
+
+
+@pytest.fixture(scope="module")
+def clean_run(corpus, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ddp") / "run")
+    proc = _torchrun(corpus, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_two_ranks_end_with_identical_parameters(clean_run):
+    info = storage.read_json(f"{clean_run}/_SUCCESS")
+    assert info["world_size"] == 2 and info["step"] == 6
+    digests = info["param_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    state = ckpt.load(ckpt.latest_url(clean_run))
+    assert len(state["rng"]) == 2                                    # one RNG state per rank
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
+
+
+def test_a_killed_rank_recovers_from_the_last_checkpoint(corpus, clean_run, tmp_path):
+    out = str(tmp_path / "run")
+    marker = str(tmp_path / "killed-once")
+    proc = _torchrun(corpus, out, {"MHUBERT_TEST_KILL_AT_STEP": "5", "MHUBERT_TEST_KILL_MARKER": marker},
+                     restarts=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.exists(marker)                                    # rank 1 did die once
+    assert "resumed from" in proc.stderr and "step-00000003.pt" in proc.stderr
+    info = storage.read_json(f"{out}/_SUCCESS")
+    assert info["param_sha256"][0] == info["param_sha256"][1]
+    a, b = ckpt.load(ckpt.latest_url(clean_run)), ckpt.load(ckpt.latest_url(out))
+    assert a["position"] == b["position"]
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
