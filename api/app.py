@@ -24,57 +24,21 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import schemas
 from api.batching import MicroBatcher, NotReady, QueueFull
+from api.errors import ERROR_RESPONSES, ApiError, install_error_handlers
+from api.intake import AUDIO_BODY, SAMPLE_RATE, decode_audio, read_body
 from api.metrics import Metrics
 from api.models import EmbedJob, ModelService, normalize_vectors
 from api.settings import Settings
-from mhubert.errors import AudioError, BadInput
+from mhubert.errors import BadInput
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 16000
-
-
-class ApiError(Exception):
-    """An error with its HTTP status and code; rendered as ``{"error": {...}}``."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
-
-
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": schemas.ErrorResponse, "description": desc} for code, desc in {
-        401: "missing or wrong API key", 409: "no LID head loaded", 413: "audio too large or too long",
-        422: "bad parameters or undecodable/empty/too short/non-finite audio",
-        429: "queue full (see Retry-After)", 503: "model not ready"}.items()
-}
-
-_AUDIO_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "Audio (wav/flac/ogg/mp3, any rate and channel count) as the raw body or as "
-                       "the multipart field `file`.",
-        "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"}}}},
-        },
-    }
-}
 
 
 _bearer = HTTPBearer(auto_error=False, description="API key (when the server has keys configured)")
@@ -165,7 +129,7 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
     app.state.settings, app.state.service, app.state.batcher, app.state.metrics = (
         settings, service, batcher, metrics)
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     def _check(creds: HTTPAuthorizationCredentials | None, keys: list[str], what: str) -> None:
         given = creds.credentials if creds else ""
@@ -191,8 +155,8 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
     async def read_audio(request: Request) -> tuple[torch.Tensor, float]:
         """The request's audio as (samples,) float32 16 kHz mono, and its duration in seconds."""
         t0 = time.perf_counter()
-        data = await _read_body(request, settings.max_body_bytes)
-        wav = await run_in_threadpool(_decode, data, settings, service.min_samples)
+        data = await read_body(request, settings.max_body_bytes)
+        wav = await run_in_threadpool(decode_audio, data, settings, service.min_samples)
         metrics.model(metrics.preprocess).observe(time.perf_counter() - t0)
         return wav, wav.numel() / SAMPLE_RATE
 
@@ -209,8 +173,8 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
     inference_deps = [Depends(require_key), Depends(require_ready)]
 
     @app.post("/v1/embeddings", response_model=schemas.EmbeddingResponse, dependencies=inference_deps,
-              responses={**_ERRORS, 200: {"content": {"application/x-npy": {}}}},
-              openapi_extra=_AUDIO_BODY, tags=["inference"])
+              responses={**ERROR_RESPONSES, 200: {"content": {"application/x-npy": {}}}},
+              openapi_extra=AUDIO_BODY, tags=["inference"])
     async def embeddings(
         request: Request,
         layer: Annotated[list[str] | None, Query(
@@ -242,7 +206,7 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
             num_frames=num_frames, embeddings=x.tolist())
 
     @app.post("/v1/lid", response_model=schemas.LidResponse, dependencies=inference_deps,
-              responses=_ERRORS, openapi_extra=_AUDIO_BODY, tags=["inference"])
+              responses=ERROR_RESPONSES, openapi_extra=AUDIO_BODY, tags=["inference"])
     async def lid(
         request: Request,
         top_k: Annotated[int | None, Query(ge=1, le=1000, description="languages to return")] = None,
@@ -269,16 +233,21 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
             lid_source=settings.lid_uri)
 
     @app.get("/v1/models", response_model=schemas.ModelList, dependencies=[Depends(require_key)],
-             responses={401: _ERRORS[401]}, tags=["models"])
+             responses={401: ERROR_RESPONSES[401]}, tags=["models"])
     async def list_models() -> schemas.ModelList:
         """The served model: name, version, size, layers, LID languages and source URI."""
         return schemas.ModelList(models=[model_info()])
 
     @app.post("/v1/models/reload", response_model=schemas.ModelInfo, dependencies=[Depends(require_admin)],
-              responses={401: _ERRORS[401], 403: {"model": schemas.ErrorResponse}}, tags=["models"])
+              responses={401: ERROR_RESPONSES[401], 403: {"model": schemas.ErrorResponse}}, tags=["models"])
     async def reload_models() -> schemas.ModelInfo:
         """Reload the configured model and LID head (URIs come from configuration, never the client)."""
-        await asyncio.to_thread(service.reload)
+        try:
+            await asyncio.to_thread(service.reload)
+        except Exception as e:  # noqa: BLE001 - the old model keeps serving; say why the new one failed
+            log.exception("reload failed")
+            raise ApiError(503, "reload_failed", f"reload failed, still serving the previous model: "
+                                                 f"{type(e).__name__}: {e}") from e
         metrics.model(metrics.ready).set(1.0)
         return model_info()
 
@@ -308,111 +277,6 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The audio bytes of a raw or multipart body; 413 past ``limit`` bytes (checked while streaming)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"body of {declared} bytes exceeds the {limit}-byte limit")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, "payload_too_large", f"body exceeds the {limit}-byte limit")
-    ctype = request.headers.get("content-type", "").lower()
-    if ctype.startswith("multipart/form-data"):
-        return await _multipart_file(request, bytes(body), limit)
-    if ctype.startswith("application/x-www-form-urlencoded"):
-        raise BadInput("send audio as the raw body or as a multipart file field named 'file'")
-    return bytes(body)
-
-
-async def _multipart_file(request: Request, body: bytes, limit: int) -> bytes:
-    sent = False
-
-    async def replay() -> dict:
-        nonlocal sent
-        if sent:
-            return {"type": "http.request", "body": b"", "more_body": False}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=4, max_fields=16, max_part_size=limit)
-    except Exception as e:  # noqa: BLE001 - a malformed multipart body is the client's problem
-        raise ApiError(400, "bad_request", f"malformed multipart body: {getattr(e, 'detail', e)}") from e
-    try:
-        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
-        if not files:
-            raise BadInput("multipart body has no file part (send the audio in the field 'file')")
-        upload = form.get("file")
-        return await (upload if isinstance(upload, UploadFile) else files[0]).read()
-    finally:
-        await form.close()
-
-
-def _decode(data: bytes, settings: Settings, receptive_field: int = 400) -> torch.Tensor:
-    """Bytes -> (samples,) float32 16 kHz mono, with the size and sanity limits applied."""
-    from mhubert import audio
-
-    if not data:
-        raise AudioError("empty body: no audio was sent")
-    try:
-        head = audio.info_bytes(data)
-        if head.frames / head.sample_rate > settings.max_audio_s:
-            raise ApiError(413, "audio_too_long", f"audio is {head.frames / head.sample_rate:.1f} s long; "
-                                                  f"the limit is {settings.max_audio_s:g} s")
-        wav = audio.decode(data, target_sr=SAMPLE_RATE, normalize=False)
-    except (ApiError, AudioError):
-        raise
-    except Exception as e:  # noqa: BLE001 - any decoder failure means the bytes are not usable audio
-        raise AudioError(f"undecodable audio: {type(e).__name__}: {e}") from e
-    seconds = wav.numel() / SAMPLE_RATE
-    if seconds > settings.max_audio_s:
-        raise ApiError(413, "audio_too_long", f"audio is {seconds:.1f} s long; the limit is "
-                                              f"{settings.max_audio_s:g} s")
-    min_samples = max(receptive_field, int(settings.min_audio_s * SAMPLE_RATE))  # one frame at least
-    if wav.numel() < min_samples:
-        raise AudioError(f"audio is too short: {wav.numel()} samples at 16 kHz, need at least {min_samples}")
-    if not torch.isfinite(wav).all():
-        raise AudioError("audio contains NaN or infinite samples")
-    if settings.normalize_audio:
-        wav = audio.normalize(wav)
-    return wav.contiguous()
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.headers)
-
-    @app.exception_handler(AudioError)
-    async def _audio_error(request: Request, exc: AudioError) -> JSONResponse:
-        return _error(422, "invalid_audio", str(exc))
-
-    @app.exception_handler(BadInput)
-    async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return _error(422, "bad_input", str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path"))
-            parts.append(f"{where or 'request'}: {err.get('msg', 'invalid')}")
-        return _error(422, "invalid_request", "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                      getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error(500, "internal_error", f"internal error ({type(exc).__name__}); see the server log")
 
 
 _lazy_app: FastAPI | None = None

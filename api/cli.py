@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     p.add_argument("--max-batch-size", type=int, default=None)
     p.add_argument("--max-wait-ms", type=float, default=None)
-    p.add_argument("--workers-threads", dest="num_threads", type=int, default=None,
+    p.add_argument("--threads", dest="num_threads", type=int, default=None,
                    help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run)

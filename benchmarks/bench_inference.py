@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    ap.add_argument("--layer", type=int, default=6,
+                    help="also time layer-L features (clustering): ours stops there, transformers "
+                         "runs every layer for output_hidden_states (0 to skip)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -55,7 +58,19 @@ def main() -> None:
     def run_ta(x):
         return ta(x)[0]
 
+    def run_ours_layer(x):
+        return ours.extract_layer(x, None, args.layer)[0]
+
+    def run_hf_layer(x):
+        return hf(x, output_hidden_states=True).hidden_states[args.layer]
+
+    def run_ta_layer(x):
+        return ta.extract_features(x, num_layers=args.layer)[0][-1]
+
     models = {"ours": run_ours, "transformers": run_hf, "torchaudio": run_ta}
+    if args.layer:
+        models.update({f"ours L{args.layer}": run_ours_layer, f"transformers L{args.layer}": run_hf_layer,
+                       f"torchaudio L{args.layer}": run_ta_layer})
     if args.compile:
         compiled = torch.compile(ours)
         models["ours+compile"] = compiled
@@ -74,9 +89,9 @@ def main() -> None:
             for _ in range(args.reps):
                 for k, fn in models.items():
                     times[k].append(timed(fn, x))
-            base = min(times["ours"])
             for k, ts in times.items():
-                print(f"batch {b} x {args.seconds:g} s  {k:14s} min {min(ts):6.3f} s  mean "
+                base = min(times[f"ours L{args.layer}" if " L" in k else "ours"])
+                print(f"batch {b} x {args.seconds:g} s  {k:17s} min {min(ts):6.3f} s  mean "
                       f"{sum(ts) / len(ts):6.3f} s  {b * args.seconds / min(ts):6.1f} audio-s/s  "
                       f"min / ours = {min(ts) / base:4.2f}")
 

@@ -100,7 +100,10 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="device peak for MFU (default: measured GEMM peak)")
     p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from torchaudio.models import hubert_pretrain_base
 

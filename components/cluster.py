@@ -1,7 +1,5 @@
 """Stage 2: sample features under a memory budget and fit the faiss index (``mhubert cluster``)."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Metrics, Output
 
@@ -12,17 +10,20 @@ from components import COMPONENT_OPTIONS
 def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, layer: int,
             label_rate: int, num_clusters: int, num_shards: int, preset: str, index: Output[Artifact],
             sample_stats: Output[Metrics], model_uri: str = "", init_index: str = "",
-            memory_budget_gb: float = 0.0) -> NamedTuple("ClusterOutputs", index_uri=str, shards=list):
+            memory_budget_gb: float = 0.0,
+            overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
+            ) -> list:
     """Fit the k-means index of one iteration under ``<output_root>/iter<N>/clustering``.
 
     ``features`` is ``mfcc`` (iteration 1) or ``hubert`` (layer ``layer`` of ``model_uri``). With
     ``init_index`` (e.g. a published mHuBERT-147 index) the fit is skipped and that index is used.
-    ``memory_budget_gb`` 0 keeps the preset's budget. ``label_rate`` (100 for MFCC, 50 for HuBERT)
-    travels with the work items; the library derives it from ``features`` too. Returns the index
-    URL and one work item per label shard (a dict carrying every URL the shard task needs).
+    ``memory_budget_gb`` 0 keeps the preset's budget; ``overrides`` (``key=value``) change other
+    clustering options (e.g. ``mode=exact``). ``label_rate`` (100 for MFCC, 50 for HuBERT)
+    travels with the work items; the library derives it from ``features`` too. Returns one work
+    item per label shard: a dict carrying every URL the shard task needs (the index URL included;
+    it is also the ``index`` artifact's ``uri`` metadata). A single output, because kfp.local 2.17
+    cannot loop over one of several named outputs.
     """
-    from collections import namedtuple
-
     from components._common import log_metrics, mhubert
     from mhubert import storage
 
@@ -46,10 +47,11 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
     else:
         # both commands are no-ops once their results are committed (a rerun resumes)
         budget = ["--budget-gb", memory_budget_gb] if memory_budget_gb > 0 else []
+        budget += [a for o in overrides for a in ("--set", o)]
         mhubert("cluster", "sample", "--manifest", manifest_uri, "--out", cdir, "--preset", preset,
                 "--num-clusters", num_clusters, "--quiet", *feat, *budget)
         mhubert("cluster", "fit", "--out", cdir, "--preset", preset, "--num-clusters", num_clusters,
-                "--quiet")
+                "--quiet", *[a for o in overrides for a in ("--set", o)])
         index_uri = storage.join(cdir, "index.faiss")
         info = storage.read_json(storage.join(cdir, "sample", storage.SUCCESS))
     log_metrics(sample_stats, info)
@@ -61,4 +63,4 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
     shards = [{"manifest": manifest_uri, "index": index_uri, "clustering": cdir, "features": features,
                "layer": layer, "model": model_uri, "label_rate": label_rate, "shard": i,
                "num_shards": num_shards, "labels": labels, "preset": preset} for i in range(num_shards)]
-    return namedtuple("ClusterOutputs", ["index_uri", "shards"])(index_uri, shards)
+    return shards

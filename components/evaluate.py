@@ -7,12 +7,14 @@ from components import COMPONENT_OPTIONS
 
 
 @dsl.component(**COMPONENT_OPTIONS)
-def evaluate(manifest_uri: str, labels_uri: str, index_uri: str, model_uri: str, output_root: str,
-             iteration: int, preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
-             confusion: Output[ClassificationMetrics], report: Output[HTML], lid_probe: bool = True) -> str:
-    """Score the iteration: the k-means quality report of ``mhubert cluster report`` (agreement with
-    exact k-means, PNMI/purity against languages, cluster sizes) in ``<output_root>/iter<N>/clustering``,
-    and, when ``lid_probe`` and the LID module are available, a LID head trained on the frozen model
+def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: str, iteration: int,
+             preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
+             confusion: Output[ClassificationMetrics], report: Output[HTML], init_index: str = "",
+             lid_probe: bool = True) -> str:
+    """Score the iteration: the k-means quality report of ``mhubert cluster report`` (agreement
+    with exact k-means, PNMI/purity against languages, cluster sizes) of the index in
+    ``<output_root>/iter<N>/clustering`` (or ``init_index`` when the iteration reused one), and,
+    when ``lid_probe`` and the LID module are available, a LID head trained on the frozen model
     under ``<output_root>/iter<N>/eval`` with its held-out accuracy and confusion matrix.
     Returns the LID head URL ("" without a probe)."""
     import importlib.util
@@ -22,6 +24,7 @@ def evaluate(manifest_uri: str, labels_uri: str, index_uri: str, model_uri: str,
 
     out = storage.join(output_root, f"iter{iteration}", "eval")
     cdir = storage.join(output_root, f"iter{iteration}", "clustering")
+    index_uri = init_index or storage.join(cdir, "index.faiss")
     page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
     if storage.is_committed(storage.join(cdir, "sample")):
         qjson = storage.join(cdir, "quality.json")

@@ -90,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     launcher = "local" if args.local else "pytorchjob"
     opt = _options(args, launcher)
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": list(args.train_set),
+                                 "cluster_overrides": list(args.cluster_set),
                                  "lid_probe": not args.no_lid, "preset": args.preset}
     if args.gpus_per_node is not None:
         arguments["gpus_per_node"] = args.gpus_per_node
@@ -149,6 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="GPUs per node (PyTorchJob) / processes of the local torchrun (default 1)")
     r.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer override, e.g. train.max_update=50 (repeatable)")
+    r.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="clustering override, e.g. mode=exact (repeatable)")
     r.add_argument("--init-model", default="", help="start from this model (iterations after 1)")
     r.add_argument("--init-index", default="", help="use this faiss index for the first iteration")
     r.add_argument("--no-lid", action="store_true", help="skip the LID probe")

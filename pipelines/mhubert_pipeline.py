@@ -110,6 +110,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                  k_iter3: int = sched[2]["num_clusters"], layer_iter2: int = sched[1]["layer"],
                  layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
+                 cluster_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
                  train_timeout_hours: float = 168.0) -> str:
         def on_k8s(task: dsl.PipelineTask, r: StageResources, name: str) -> dsl.PipelineTask:
@@ -133,10 +134,11 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                                 features=it["features"], layer=layers[n], label_rate=it["label_rate"],
                                 num_clusters=ks[n], num_shards=num_shards, preset=preset,
                                 model_uri="" if it["features"] == "mfcc" else model_uri,
-                                init_index=init_index if n == first else ""),
+                                init_index=init_index if n == first else "",
+                                overrides=cluster_overrides),
                         dataclasses.replace(opt.cluster, gpu=0 if it["features"] == "mfcc" else 1),
                         f"iter{n}-cluster")
-            with dsl.ParallelFor(cl.outputs["shards"], parallelism=opt.max_parallel_shards) as item:
+            with dsl.ParallelFor(cl.outputs["Output"], parallelism=opt.max_parallel_shards) as item:
                 a_res = dataclasses.replace(opt.assign, gpu=0 if it["features"] == "mfcc" else opt.assign.gpu)
                 a = on_k8s(assign_shard(item=item), a_res, f"iter{n}-assign")
                 a.set_retry(opt.shard_retries, backoff_duration="30s")
@@ -150,8 +152,9 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
             if on_cluster:
                 kubernetes.set_timeout(tr, TRAIN_POD_TIMEOUT_S)
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
-                                 index_uri=cl.outputs["index_uri"], model_uri=tr.outputs["Output"],
-                                 output_root=output_root, iteration=n, preset=preset, lid_probe=lid_probe),
+                                 model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
+                                 preset=preset, init_index=init_index if n == first else "",
+                                 lid_probe=lid_probe),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -197,6 +198,20 @@ def test_reload_needs_admin_key(client, assets):
     assert "parameters" not in schema and "requestBody" not in schema
 
 
+def test_loads_model_and_head_from_s3(assets, s3_bucket, audio, client):
+    from mhubert import storage
+
+    storage.upload_file(assets["ckpt"], f"{s3_bucket}/serving/model.pt")
+    for name in ("head.pt", "labels.json"):
+        storage.upload_file(f"{assets['lid']}/{name}", f"{s3_bucket}/serving/lid/{name}")
+    settings = Settings(model_uri=f"{s3_bucket}/serving/model.pt", lid_uri=f"{s3_bucket}/serving/lid",
+                        eager_load=True)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/models").json()["models"][0]["lid_languages"] == LID_LABELS
+        a = c.post("/v1/lid", content=audio).json()["languages"]
+    assert a == client.post("/v1/lid", content=audio).json()["languages"]
+
+
 def test_reload_disabled_without_admin_key(assets):
     with TestClient(create_app(Settings(model_uri=assets["ckpt"], eager_load=True))) as c:
         r = c.post("/v1/models/reload", headers={"Authorization": "Bearer x"})
@@ -268,3 +283,17 @@ def test_lazy_module_app(assets, monkeypatch, audio):
     assert app is module.app  # built once
     with TestClient(app) as c:
         assert c.post("/v1/embeddings", content=audio).status_code == 200
+
+
+def test_failed_reload_keeps_serving(assets, tmp_path, audio):
+    import shutil
+
+    ckpt = str(tmp_path / "model.pt")
+    shutil.copy(assets["ckpt"], ckpt)
+    with TestClient(create_app(Settings(model_uri=ckpt, eager_load=True, admin_key=ADMIN))) as c:
+        os.remove(ckpt)
+        r = c.post("/v1/models/reload", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "reload_failed"
+        assert "still serving" in r.json()["error"]["message"]
+        assert c.post("/v1/embeddings", content=audio).status_code == 200
+        assert c.get("/v2/health/ready").status_code == 200

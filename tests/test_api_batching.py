@@ -134,3 +134,47 @@ def test_lower_layers_stop_early_but_match_the_full_forward(service, layers):
         for w, g in zip(wavs, got, strict=True):
             full = model.hidden_states(w[None])
             torch.testing.assert_close(g, torch.stack([full[k][0] for k in layers]), atol=1e-4, rtol=0)
+
+
+def test_full_queue_answers_429_with_retry_after(service):
+    """One request blocks the model, one waits (max_queue=1): the third gets 429 at once."""
+    import threading
+
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    release, entered = threading.Event(), threading.Event()
+    real = service.run_batch
+
+    class Blocking:
+        settings = service.settings
+        bundle = service.bundle
+        ready, state, error, min_samples = True, "ready", "", 400
+
+        def run_batch(self, jobs):
+            entered.set()
+            assert release.wait(60), "never released"
+            return real(jobs)
+
+    settings = Settings(model_uri=service.settings.model_uri, max_batch_size=1, max_queue=1, eager_load=True)
+    app = create_app(settings, Blocking())
+    body = wav_bytes(tone(0.3))
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as ac:
+            tasks = [asyncio.create_task(ac.post("/v1/embeddings", content=body))]
+            assert await asyncio.to_thread(entered.wait, 60)  # the first request holds the model
+            tasks += [asyncio.create_task(ac.post("/v1/embeddings", content=body)) for _ in range(2)]
+            # one of the two waits in the queue (max_queue=1), the other is turned away
+            done, _ = await asyncio.wait(tasks[1:], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+            release.set()
+            first = done.pop().result()
+            return first, await asyncio.gather(*tasks)
+
+    with TestClient(app) as c:
+        first, all_ = c.portal.call(scenario)
+    assert first.status_code == 429 and first.headers["retry-after"] == "1"
+    assert first.json()["error"]["code"] == "overloaded"
+    assert sorted(r.status_code for r in all_) == [200, 200, 429]

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from mhubert import storage
-from mhubert.clustering import ClusteringConfig
+from mhubert.clustering import ClusteringConfig, quality
 from mhubert.clustering import index as cindex
-from mhubert.clustering import quality
 from mhubert.errors import BadInput
 
 # A factory string of the paper's shape, small enough to train in about a second on 2 cores.
@@ -122,7 +121,8 @@ def test_small_samples_and_bad_settings_are_clear_errors():
     with pytest.raises(BadInput, match="IVF100 but num_clusters=50"):
         cindex.factory_string(ClusteringConfig(num_clusters=50, index_factory="OPQ16_64,IVF100_HNSW32,Flat"))
     with pytest.raises(BadInput, match="multiple of the number of subquantizers"):
-        cindex.train(mixture(500, 10, 4), ClusteringConfig(num_clusters=4, index_factory="OPQ3_16,IVF{K},Flat"))
+        cindex.train(mixture(500, 10, 4),
+                     ClusteringConfig(num_clusters=4, index_factory="OPQ3_16,IVF{K},Flat"))
     with pytest.raises(BadInput, match="dimension"):
         cindex.exact_assign(np.zeros((3, 4), np.float32), np.zeros((2, 5), np.float32))
     assert cindex.factory_string(ClusteringConfig(num_clusters=7, index_factory="IVF{K},Flat")) == "IVF7,Flat"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -73,5 +72,5 @@ def test_loader_is_deterministic_across_workers_and_resume(tmp_path):
     n2, resumed = planner.loader(epoch=1, start=2)       # resume at batch 2, decoded in a worker
     again = list(resumed)
     assert n2 == n and len(again) == n - 2
-    for a, b in zip(batches[2:], again):
+    for a, b in zip(batches[2:], again, strict=True):
         assert torch.equal(a["wav"], b["wav"]) and torch.equal(a["labels"], b["labels"])

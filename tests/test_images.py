@@ -41,6 +41,23 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _ignored(ignore_file: Path, path: str) -> bool:
+    """Docker's rule: the last matching pattern wins; ``!`` re-includes. Good enough for top-level
+    paths and ``*`` globs (what these files use)."""
+    import fnmatch
+
+    ignored = False
+    for line in ignore_file.read_text().splitlines():
+        pat = line.strip()
+        if not pat or pat.startswith("#"):
+            continue
+        neg = pat.startswith("!")
+        pat = pat.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, pat) or fnmatch.fnmatch(path.split("/")[0], pat):
+            ignored = not neg
+    return ignored
+
+
 def requirements(path: Path) -> dict[str, str]:
     """Pinned requirements of a file, following ``-r`` includes."""
     pins: dict[str, str] = {}
@@ -90,6 +107,12 @@ def test_copy_sources_and_command_exist(name):
             mod = argv[argv.index("-m") + 1].replace(".", "/")
             assert (ROOT / mod / "__main__.py").exists() or (ROOT / f"{mod}.py").exists(), \
                 f"{name}: module {mod} does not exist"
+    # BuildKit uses images/<Dockerfile>.dockerignore over the root one: it must let the sources in
+    ignore = IMAGES / f"{name}.dockerignore"
+    assert ignore.exists(), f"{name} needs {ignore.name} (the root .dockerignore serves the API image)"
+    for args in copies:
+        for s in (a for a in args[:-1] if not a.startswith("--")):
+            assert not _ignored(ignore, s.rstrip("/")), f"{name}: {s} is excluded by {ignore.name}"
     # the code the components and the PyTorchJob import is in the image
     copied = {Path(a[-2]).parts[0] for a in copies}
     assert {"mhubert", "components", "pipelines"} <= copied

@@ -73,7 +73,7 @@ def test_shards_fan_out_and_in(full):
     assert len(loops) == 3
     for loop in loops:
         t = tasks[loop]
-        assert t["parameterIterator"]["items"]["inputParameter"].endswith("-shards")
+        assert t["parameterIterator"]["items"]["inputParameter"].startswith("pipelinechannel--cluster")
         assert t["iteratorPolicy"]["parallelismLimit"] == 16
         body = spec["components"][t["componentRef"]["name"]]["dag"]["tasks"]
         (assign,) = body.values()

@@ -63,7 +63,7 @@ def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     rc = main(["pipeline", "run", "--local", "--corpus", synth_corpus["root"], "--root", root,
                "--preset", "tiny", "--iterations", "1", "--shards", "2", "--no-lid",
                "--train-set", "train.max_update=4", "--train-set", "train.save_interval_updates=2",
-               "--train-set", "train.log_interval=1"])
+               "--train-set", "train.log_interval=1", "--cluster-set", "mode=exact"])
     assert rc == 0
     out = capsys.readouterr().out
     assert f"{root}/serving/model" in out and f"{root}/iter1/labels" in out

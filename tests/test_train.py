@@ -13,7 +13,7 @@ from mhubert.cli import main as cli_main
 from mhubert.errors import BadInput
 from mhubert.train import checkpoint as ckpt
 from mhubert.train.config import split_overrides
-from mhubert.train.schedule import lr_factor, linear_schedule
+from mhubert.train.schedule import linear_schedule, lr_factor
 from mhubert.train.trainer import RunArgs, train
 
 # a 2-layer tiny model on 1 s crops, 2 per batch, no decoding workers
@@ -118,7 +118,7 @@ def test_n_plus_n_updates_with_a_restart_equal_2n(corpus, tmp_path, s3_bucket, m
     assert a["step"] == b["step"] == 6 and a["position"] == b["position"]
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=1e-6)
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
         torch.testing.assert_close(sa["exp_avg_sq"], sb["exp_avg_sq"], rtol=0, atol=1e-9)
     # negative control: resuming without the saved RNG states (dropout, layerdrop, masking) diverges
     monkeypatch.setattr(ckpt, "set_rng_state", lambda state: None)
@@ -154,3 +154,46 @@ def test_cli_errors_are_one_line(corpus, tmp_path, capsys):
     rc = cli_main(["train", "run", "--preset", "tiny", "--manifest", corpus["manifest"],
                    "--labels", corpus["labels"], "--out", str(tmp_path / "o"), "--set", "train.lrr=1"])
     assert rc == 2 and "lrr" in capsys.readouterr().err
+
+
+def test_cli_run_in_pad_mode_with_accumulation(corpus, tmp_path, capsys):
+    out = str(tmp_path / "pad")
+    args = ["train", "run", "--preset", "tiny", "--manifest", corpus["manifest"],
+            "--labels", corpus["labels"], "--out", out]
+    for s in SMALL + ["data.batching=pad", "train.update_freq=2", "train.max_update=2"]:
+        args += ["--set", s]
+    assert cli_main(args) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["step"] == 2
+    state = ckpt.load(ckpt.latest_url(out))
+    # 2 updates x 2 accumulated batches: the position moved 4 batches (or into the next epoch)
+    assert state["position"] != [1, 0] and state["config"]["train"]["update_freq"] == 2
+    assert storage.is_committed(out)
+
+
+def test_init_from_loads_the_encoder_and_refuses_a_mismatch(tmp_path):
+    from mhubert.model import HubertConfig, HubertPretrainModel, save_hf
+    from mhubert.train.trainer import _init_encoder
+
+    cfg = HubertConfig.preset("tiny", ["num_layers=2"])
+    torch.manual_seed(1)
+    src = HubertPretrainModel(cfg, 8)
+    save_hf(src.encoder, str(tmp_path / "hf"))
+    torch.manual_seed(2)
+    dst = HubertPretrainModel(cfg, 8)
+    _init_encoder(dst, str(tmp_path / "hf"))
+    for k, v in src.encoder.state_dict().items():
+        torch.testing.assert_close(dst.encoder.state_dict()[k], v, rtol=0, atol=0)
+    wider = HubertPretrainModel(HubertConfig.preset("tiny", ["num_layers=2", "ffn_dim=96"]), 8)
+    with pytest.raises(BadInput, match="init-from"):
+        _init_encoder(wider, str(tmp_path / "hf"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_run_with_bf16_autocast_and_fused_adamw(corpus, tmp_path):
+    out = str(tmp_path / "gpu")
+    res = train(RunArgs(corpus["manifest"], corpus["labels"], out, preset="tiny",
+                        overrides=SMALL + ["train.max_update=4", "train.bf16=true"]))
+    assert res["finished"]
+    rec = json.loads(open(f"{out}/log.jsonl").read().splitlines()[-1])
+    assert rec["mem_gb"] > 0 and rec["loss"] == rec["loss"]   # finite, measured on the device

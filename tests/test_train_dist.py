@@ -15,6 +15,8 @@ from test_train_corpus import make_toy_corpus
 from mhubert import storage
 from mhubert.train import checkpoint as ckpt
 
+pytestmark = pytest.mark.slow   # two torchrun launches of 2 processes each (~1 min on 2 cores)
+
 SETS = ["model.num_layers=2", "data.max_tokens=32000", "data.max_sample_size=16000",
         "data.min_sample_size=16000", "data.num_workers=1", "train.max_update=6",
         "train.warmup_updates=2", "train.save_interval_updates=3", "train.log_interval=2",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 
 import faiss
@@ -141,10 +142,17 @@ class ClusterIndex:
 
     def coarse_centroids(self) -> np.ndarray:
         """The K centroids labels are computed against, in the transformed space: (K, d_out)."""
+        cached = getattr(self, "_coarse", None)
+        if cached is not None and len(cached) == self.num_clusters:
+            return cached
         if self.mode == "exact":
-            return self.index.reconstruct_n(0, self.index.ntotal)
-        q = self._ivf().quantizer
-        return q.reconstruct_n(0, q.ntotal)
+            c = self.index.reconstruct_n(0, self.index.ntotal)
+        else:
+            q = self._ivf().quantizer
+            c = q.reconstruct_n(0, q.ntotal)
+        self._coarse = np.ascontiguousarray(c, dtype=np.float32)
+        self._coarse_sq = (self._coarse * self._coarse).sum(1)
+        return self._coarse
 
     # -- labelling ---------------------------------------------------------------------------------
     def label(self, x: np.ndarray, exact: bool = False) -> np.ndarray:
@@ -158,10 +166,10 @@ class ClusterIndex:
             return np.zeros(0, dtype=np.int64)
         use_all_cores()
         if self.mode == "exact":
-            return exact_assign(x, self.coarse_centroids())
+            return exact_assign(x, self.coarse_centroids(), c_sq=self._coarse_sq)
         xt = self.transform(x)
         if exact:
-            return exact_assign(xt, self.coarse_centroids())
+            return exact_assign(xt, self.coarse_centroids(), c_sq=self._coarse_sq)
         _, ids = self._ivf().quantizer.search(xt, 1)
         return ids[:, 0].astype(np.int64)
 
@@ -301,7 +309,13 @@ def load(index_url: str, centroids_url: str | None = None) -> ClusterIndex:
                 raise BadInput(f"faiss index not found: {index_url}")
             index = faiss.read_index(path)
         else:
-            index = faiss.deserialize_index(np.frombuffer(storage.read_bytes(index_url), dtype=np.uint8))
+            # download to a temporary file: a multi-GB index (the published one is 4.7 GB) is then
+            # held once, by faiss, instead of as bytes plus the index
+            with tempfile.TemporaryDirectory() as tmp:
+                if not storage.exists(index_url):
+                    raise BadInput(f"faiss index not found: {index_url}")
+                local = storage.download_file(index_url, os.path.join(tmp, "index.faiss"))
+                index = faiss.read_index(local)
     except RuntimeError as e:
         raise BadInput(f"{index_url} is not a faiss index: {_first_line(e)}") from e
     inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexPreTransform) else index)

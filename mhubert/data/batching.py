@@ -112,7 +112,7 @@ def collate_crop(wavs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], cro
     Returns ``wav (B, crop_len) float32`` and ``labels (B, L) int64`` (L: the shortest label crop).
     """
     out_w, out_l = [], []
-    for wav, lab in zip(wavs, labels):
+    for wav, lab in zip(wavs, labels, strict=True):
         n = int(wav.shape[0])
         if n < crop_len:
             raise BadInput(f"utterance of {n} samples shorter than its batch crop {crop_len}")
@@ -136,7 +136,7 @@ def collate_pad(wavs: Sequence[torch.Tensor], labels: Sequence[np.ndarray], pad_
     out_w = torch.zeros(len(wavs), pad_len, dtype=torch.float32)
     lengths = torch.zeros(len(wavs), dtype=torch.int64)
     labs = []
-    for i, (wav, lab) in enumerate(zip(wavs, labels)):
+    for i, (wav, lab) in enumerate(zip(wavs, labels, strict=True)):
         n = int(wav.shape[0])
         off = int(rng.integers(0, n - pad_len + 1)) if n > pad_len else 0
         keep = min(n, pad_len)

@@ -66,15 +66,15 @@ def mfcc(waveform: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor
 
 
 @lru_cache(maxsize=1)
-def _constants() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(povey window (400,), mel banks repeated for (re, im) (514, 23), DCT·lifter (23, 13))."""
+def _constants() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(povey window (400,), mel banks repeated for (re, im) (514, 23), DCT (23, 13), lifter (13,))."""
     window = torch.hann_window(WINDOW, periodic=False, dtype=torch.float32).pow(0.85)
     banks, _ = kaldi.get_mel_banks(NUM_MEL, N_FFT, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0)
     banks = F.pad(banks.to(torch.float32), (0, 1)).T.repeat_interleave(2, dim=0).contiguous()
     dct = AF.create_dct(NUM_MEL, NUM_MEL, "ortho")
     dct[:, 0] = math.sqrt(1.0 / NUM_MEL)
     lifter = 1.0 + 0.5 * LIFTER * torch.sin(math.pi * torch.arange(NUM_CEPS) / LIFTER)
-    return window, banks, (dct[:, :NUM_CEPS] * lifter).contiguous()
+    return window, banks, dct[:, :NUM_CEPS].contiguous(), lifter.to(torch.float32)
 
 
 def _deltas(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
@@ -92,28 +92,29 @@ def _deltas(x: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Te
 
 def _mfcc_frames(parts: Sequence[torch.Tensor], n: int) -> torch.Tensor:
     """Framed utterances (views (T_i, 400) of raw audio, sum T_i = n) -> (n, 13) liftered cepstra."""
-    window, banks2, dct_lift = _constants()
+    window, banks2, dct, lifter = _constants()
     eps = torch.finfo(torch.float32).eps
-    # DC removal then pre-emphasis (first sample against itself) equals pre-emphasis then
-    # subtracting (1 - PREEMPH) * mean from every sample. Written straight from the strided views
-    # into one buffer, so the frames are copied once.
-    # Zero-padded to N_FFT here: rfft of a padded buffer is about 2x faster than rfft(n=N_FFT).
+    # Same operations in the same order as Kaldi/torchaudio up to the FFT: low mel bins of quiet
+    # frames come from heavy cancellation there, so 1-ulp input differences would show as 1e-3
+    # in the cepstra. Written straight from the strided views into one zero-padded buffer
+    # (rfft of a padded buffer is ~2x faster than rfft(n=N_FFT)).
     buf = torch.zeros(n, N_FFT)
-    x = buf[:, :WINDOW]
-    means = torch.empty(n, 1)
     pos = 0
     for f in parts:
-        rows = slice(pos, pos + f.shape[0])
-        x[rows, 0] = f[:, 0] * (1.0 - PREEMPH)
-        torch.sub(f[:, 1:], f[:, :-1], alpha=PREEMPH, out=x[rows, 1:])
-        torch.mean(f, dim=1, keepdim=True, out=means[rows])
+        c = f - f.mean(dim=1, keepdim=True)
+        rows = buf[pos:pos + f.shape[0]]
+        rows[:, 0] = c[:, 0] - PREEMPH * c[:, 0]
+        # multiply, then subtract (sub(alpha=) fuses them and rounds differently)
+        torch.sub(c[:, 1:], PREEMPH * c[:, :-1], out=rows[:, 1:WINDOW])
         pos += f.shape[0]
-    x -= (1.0 - PREEMPH) * means
-    x *= window
+    buf[:, :WINDOW] *= window
     spec = torch.view_as_real(torch.fft.rfft(buf))               # (n, 257, 2)
     # |X|^2 @ banks as one matmul: re^2 and im^2 interleaved against each bank row twice.
     mel = spec.square_().reshape(n, -1) @ banks2
-    return mel.clamp_min_(eps).log_() @ dct_lift
+    # The DCT of ~23 log energies of similar size cancels heavily and the lifter then scales
+    # c1..c12 by up to 12, so float32 rounding here is ~1e-3: keep Kaldi's order (matmul, then
+    # lifter) so both paths round alike.
+    return (mel.clamp_min_(eps).log_() @ dct).mul_(lifter)
 
 
 def mfcc_batch(waveforms: Sequence[torch.Tensor], sample_rate: int = SAMPLE_RATE,

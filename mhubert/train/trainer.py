@@ -81,7 +81,12 @@ def init_distributed() -> Dist:
         for var in ("MASTER_ADDR", "MASTER_PORT"):
             if not os.environ.get(var):
                 raise BadInput(f"WORLD_SIZE={world} but {var} is not set")
-        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://",
+        store, rank, world = next(dist.rendezvous("env://"))
+        # torchrun keeps its store across restarts: without a per-attempt prefix a restarted rank
+        # can read a dead peer's address from the previous attempt and fail to connect
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if cuda else "gloo",
+                                store=dist.PrefixStore(f"mhubert/attempt_{attempt}", store),
                                 rank=rank, world_size=world)
     return Dist(rank, world, local_rank, device)
 
@@ -149,7 +154,10 @@ def _init_encoder(model, url: str) -> None:
     from mhubert.model import load_model
 
     src = load_model(url)
-    missing, unexpected = model.encoder.load_state_dict(src.state_dict(), strict=False)
+    try:
+        missing, unexpected = model.encoder.load_state_dict(src.state_dict(), strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise BadInput(f"--init-from {url} does not match the model config: {e}") from e
     if missing or unexpected:
         raise BadInput(f"--init-from {url} does not match the model config: missing "
                        f"{missing[:5]}, unexpected {unexpected[:5]} (set model.* to its architecture)")
@@ -180,7 +188,8 @@ def _plot(records: list[dict]) -> bytes:
 class _Meter:
     """Sums over a log interval, kept on the device (no host sync per step)."""
 
-    KEYS = ("loss", "correct_m", "count_m", "correct_u", "count_u", "samples", "gnorm", "updates")
+    KEYS = ("loss", "batches", "correct_m", "count_m", "correct_u", "count_u", "samples", "gnorm",
+            "updates")
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -199,13 +208,12 @@ class _Meter:
         s = self.sums.clone()
         if d.enabled:
             dist.all_reduce(s)
-        v = dict(zip(self.KEYS, s.tolist()))
-        upd = max(v["updates"] / d.world_size, 1.0)
+        v = dict(zip(self.KEYS, s.tolist(), strict=True))  # summed over ranks
         elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        return {"loss": v["loss"] / (upd * d.world_size),
+        return {"loss": v["loss"] / max(v["batches"], 1.0),
                 "acc_m": v["correct_m"] / max(v["count_m"], 1.0),
                 "acc_u": v["correct_u"] / max(v["count_u"], 1.0),
-                "gnorm": v["gnorm"] / (upd * d.world_size),
+                "gnorm": v["gnorm"] / max(v["updates"], 1.0),
                 "audio_s_per_s": v["samples"] / 16000.0 / elapsed}
 
 
@@ -263,10 +271,17 @@ def _train(args, d, mcfg, dcfg, tcfg, stop_at, Manifest, EpochPlanner, LabeledAu
     latest = ckpt.latest_url(args.out)
     if latest:
         state = ckpt.load(latest)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise BadInput(f"{latest} does not match the configured model (changed model.* or "
+                           f"num_classes?): {e}") from e
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, position = int(state["step"]), tuple(state["position"])
+        old_world = int(state.get("world_size", d.world_size))
+        if old_world != d.world_size:  # keep the epoch's global batch position
+            position = (position[0], position[1] * old_world // d.world_size)
         rngs = state.get("rng") or []
         if len(rngs) == d.world_size:
             ckpt.set_rng_state(rngs[d.rank])
@@ -297,7 +312,7 @@ def _train(args, d, mcfg, dcfg, tcfg, stop_at, Manifest, EpochPlanner, LabeledAu
                 "step": at, "position": list(position), "model": model.state_dict(),
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs,
                 "model_config": mcfg.to_dict(), "num_classes": num_classes,
-                "label_rate": data.label_rate,
+                "label_rate": data.label_rate, "world_size": d.world_size,
                 "config": {"data": dataclasses.asdict(dcfg), "train": dataclasses.asdict(tcfg)}})
         d.barrier()
 
@@ -323,7 +338,7 @@ def _train(args, d, mcfg, dcfg, tcfg, stop_at, Manifest, EpochPlanner, LabeledAu
                 out = net(wav, lengths, labels, data.label_rate)
                 loss = out["loss"] / tcfg.update_freq
                 loss.backward()
-            meter.add(loss=out["loss"], correct_m=out["correct_m"], count_m=out["count_m"],
+            meter.add(loss=out["loss"], batches=1, correct_m=out["correct_m"], count_m=out["count_m"],
                       correct_u=out["correct_u"], count_u=out["count_u"], samples=batch["n_samples"])
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.clip_norm)
         # a non-finite gradient (e.g. a bad utterance) skips the update rather than poisoning Adam

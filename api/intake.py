@@ -1,0 +1,103 @@
+"""Audio intake: the request body (raw or multipart) to a checked 16 kHz mono waveform.
+
+Limits are applied as early as possible: the body size while streaming it, the duration from the
+header before decoding (a few kB of FLAC can hold hours of silence), then the decoded length and values.
+"""
+
+from __future__ import annotations
+
+import torch
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from api.errors import ApiError
+from api.settings import Settings
+from mhubert.errors import AudioError, BadInput
+
+SAMPLE_RATE = 16000
+
+AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "Audio (wav/flac/ogg/mp3, any rate and channel count) as the raw body or as "
+                       "the multipart field `file`.",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"}}}},
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The audio bytes of a raw or multipart body; 413 past ``limit`` bytes (checked while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"body of {declared} bytes exceeds the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "payload_too_large", f"body exceeds the {limit}-byte limit")
+    ctype = request.headers.get("content-type", "").lower()
+    if ctype.startswith("multipart/form-data"):
+        return await _multipart_file(request, bytes(body), limit)
+    if ctype.startswith("application/x-www-form-urlencoded"):
+        raise BadInput("send audio as the raw body or as a multipart file field named 'file'")
+    return bytes(body)
+
+
+async def _multipart_file(request: Request, body: bytes, limit: int) -> bytes:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if sent:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16, max_part_size=limit)
+    except Exception as e:  # noqa: BLE001 - a malformed multipart body is the client's problem
+        raise ApiError(400, "bad_request", f"malformed multipart body: {getattr(e, 'detail', e)}") from e
+    try:
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+        if not files:
+            raise BadInput("multipart body has no file part (send the audio in the field 'file')")
+        upload = form.get("file")
+        return await (upload if isinstance(upload, UploadFile) else files[0]).read()
+    finally:
+        await form.close()
+
+
+def decode_audio(data: bytes, settings: Settings, receptive_field: int = 400) -> torch.Tensor:
+    """Bytes -> (samples,) float32 16 kHz mono, with the size and sanity limits applied."""
+    from mhubert import audio
+
+    if not data:
+        raise AudioError("empty body: no audio was sent")
+    try:
+        head = audio.info_bytes(data)
+        if head.frames / head.sample_rate > settings.max_audio_s:
+            raise ApiError(413, "audio_too_long", f"audio is {head.frames / head.sample_rate:.1f} s long; "
+                                                  f"the limit is {settings.max_audio_s:g} s")
+        wav = audio.decode(data, target_sr=SAMPLE_RATE, normalize=False)
+    except (ApiError, AudioError):
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the bytes are not usable audio
+        raise AudioError(f"undecodable audio: {type(e).__name__}: {e}") from e
+    seconds = wav.numel() / SAMPLE_RATE
+    if seconds > settings.max_audio_s:
+        raise ApiError(413, "audio_too_long", f"audio is {seconds:.1f} s long; the limit is "
+                                              f"{settings.max_audio_s:g} s")
+    min_samples = max(receptive_field, int(settings.min_audio_s * SAMPLE_RATE))  # one frame at least
+    if wav.numel() < min_samples:
+        raise AudioError(f"audio is too short: {wav.numel()} samples at 16 kHz, need at least {min_samples}")
+    if not torch.isfinite(wav).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    if settings.normalize_audio:
+        wav = audio.normalize(wav)
+    return wav.contiguous()
