@@ -33,7 +33,7 @@ from api import schemas
 from api.batching import MicroBatcher, NotReady, QueueFull
 from api.errors import ERROR_RESPONSES, ApiError, install_error_handlers
 from api.intake import AUDIO_BODY, SAMPLE_RATE, decode_audio, read_body
-from api.metrics import Metrics
+from api.metrics import Metrics, MetricsMiddleware
 from api.models import EmbedJob, ModelService, normalize_vectors
 from api.settings import Settings
 from mhubert.errors import BadInput
@@ -42,32 +42,6 @@ log = logging.getLogger(__name__)
 
 
 _bearer = HTTPBearer(auto_error=False, description="API key (when the server has keys configured)")
-
-
-class _MetricsMiddleware:
-    """Pure ASGI middleware: counts requests by route template and status, times them."""
-
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = {"code": 500}
-        t0 = time.perf_counter()
-
-        async def send_wrapper(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
 
 
 def parse_layers(spec: list[str] | None, num_layers: int) -> tuple[int, ...]:
@@ -128,7 +102,7 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
                   description="Multilingual HuBERT speech embeddings and language identification.")
     app.state.settings, app.state.service, app.state.batcher, app.state.metrics = (
         settings, service, batcher, metrics)
-    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
 
     def _check(creds: HTTPAuthorizationCredentials | None, keys: list[str], what: str) -> None:

@@ -23,10 +23,11 @@ import transformers
 from mhubert.model import HubertConfig, HubertModel, save_hf
 
 
-def timed(fn, x: torch.Tensor) -> float:
-    t0 = time.perf_counter()
+def timed(fn, x: torch.Tensor) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process); CPU time is steadier on a shared machine."""
+    t0, c0 = time.perf_counter(), time.process_time()
     fn(x)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main() -> None:
@@ -85,15 +86,17 @@ def main() -> None:
             x = torch.randn(b, n)
             for fn in models.values():  # warm-up (and compile)
                 fn(x)
-            times: dict[str, list[float]] = {k: [] for k in models}
+            times: dict[str, list[tuple[float, float]]] = {k: [] for k in models}
             for _ in range(args.reps):
                 for k, fn in models.items():
                     times[k].append(timed(fn, x))
             for k, ts in times.items():
-                base = min(times[f"ours L{args.layer}" if " L" in k else "ours"])
-                print(f"batch {b} x {args.seconds:g} s  {k:17s} min {min(ts):6.3f} s  mean "
-                      f"{sum(ts) / len(ts):6.3f} s  {b * args.seconds / min(ts):6.1f} audio-s/s  "
-                      f"min / ours = {min(ts) / base:4.2f}")
+                ref = times[f"ours L{args.layer}" if " L" in k else "ours"]
+                wall, cpu = [w for w, _ in ts], [c for _, c in ts]
+                print(f"batch {b} x {args.seconds:g} s  {k:17s} wall min {min(wall):6.3f} s  mean "
+                      f"{sum(wall) / len(wall):6.3f} s  {b * args.seconds / min(wall):6.1f} audio-s/s  "
+                      f"/ ours {min(wall) / min(w for w, _ in ref):4.2f}  |  CPU min {min(cpu):6.3f} s  "
+                      f"/ ours {min(cpu) / min(c for _, c in ref):4.2f}")
 
 
 if __name__ == "__main__":

@@ -72,9 +72,22 @@ def histogram_png(values: Sequence[float], title: str, xlabel: str, ylabel: str)
 
 
 def log_metrics(metrics, values: dict) -> None:
-    """Log every numeric value of ``values`` on a KFP Metrics artifact."""
+    """Log every numeric value of ``values`` on a KFP Metrics artifact, and write them to its file
+    (kfp.local's cache treats an artifact without a file as missing)."""
     for k, v in values.items():
         if isinstance(v, bool):
             v = float(v)
         if isinstance(v, (int, float)):
             metrics.log_metric(k, float(v))
+    write_artifact_json(metrics)
+
+
+def write_artifact_json(artifact) -> None:
+    """Write an artifact's metadata as JSON to its path (metrics-only artifacts have no file)."""
+    path = getattr(artifact, "path", None)
+    if path:
+        import os
+
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(artifact.metadata, f)

@@ -54,8 +54,7 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
                 "--quiet", *[a for o in overrides for a in ("--set", o)])
         index_uri = storage.join(cdir, "index.faiss")
         info = storage.read_json(storage.join(cdir, "sample", storage.SUCCESS))
-    log_metrics(sample_stats, info)
-    sample_stats.log_metric("num_clusters", float(num_clusters))
+    log_metrics(sample_stats, {**info, "num_clusters": num_clusters})
     index.metadata.update({"uri": index_uri, "iteration": iteration, "features": features, "layer": layer})
     with open(index.path, "w") as f:
         f.write(index_uri + "\n")

@@ -19,7 +19,7 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
     Returns the LID head URL ("" without a probe)."""
     import importlib.util
 
-    from components._common import json_table, log_metrics, mhubert, png_html
+    from components._common import json_table, log_metrics, mhubert, png_html, write_artifact_json
     from mhubert import storage
 
     out = storage.join(output_root, f"iter{iteration}", "eval")
@@ -61,6 +61,8 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
         png = storage.join(lid_eval, "confusion_matrix.png")
         if storage.exists(png):
             page += png_html("LID probe: confusion matrix", storage.read_bytes(png))
+    write_artifact_json(lid_metrics)  # also without a probe: every output artifact has a file
+    write_artifact_json(confusion)
     with open(report.path, "w") as f:
         f.write(f"<html><body>{page}</body></html>")
     return lid_dir

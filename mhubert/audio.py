@@ -22,6 +22,9 @@ from mhubert import storage
 from mhubert.errors import AudioError, BadInput
 
 TARGET_SR = 16000
+# torchaudio's private kernel helpers, used to cache the kernel; plain AF.resample without them.
+_CACHED_RESAMPLE = all(hasattr(_taf, n) for n in ("_get_sinc_resample_kernel",
+                                                 "_apply_sinc_resample_kernel"))
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,7 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = TARGET_SR) -> tor
     (defaults), with its kernel cached per rate pair (building it costs more than applying it)."""
     if orig_sr == target_sr:
         return wav
-    if wav.dtype != torch.float32 or wav.device.type != "cpu" or not hasattr(
-            _taf, "_apply_sinc_resample_kernel"):
+    if not _CACHED_RESAMPLE or wav.dtype != torch.float32 or wav.device.type != "cpu":
         return AF.resample(wav, orig_sr, target_sr)
     kernel, width = _resample_kernel(int(orig_sr), int(target_sr))
     return _taf._apply_sinc_resample_kernel(wav, orig_sr, target_sr,

@@ -109,7 +109,9 @@ def _run(args: argparse.Namespace) -> int:
         print("\nmHuBERT pipeline finished. Results:")
         for k, v in locations(root, opt.iterations).items():
             print(f"  {k:>16}: {v}")
-        print(f"\nserve it: mhubert serve --model {served}")
+        reg = storage.read_json(storage.join(root, "serving", "registry.json"))
+        lid = f" --lid {reg['lid']}" if reg.get("lid") else ""
+        print(f"\nserve it: mhubert serve --model {served}{lid}")
         return 0
     import kfp
 

@@ -236,3 +236,36 @@ def test_training_client_sees_job(k8s_api):
     pj.run(_spec(), namespace="default", api=api, poll_s=0, sleep=sleep)
     tc = TrainingClient(client_configuration=cfg, namespace="default")
     assert tc.is_job_succeeded("mhubert-it1", job_kind="PyTorchJob")
+
+
+def test_job_cli_submit_and_wait(k8s_api, tmp_path, monkeypatch, capsys):
+    """``mhubert job submit`` / ``job wait`` through a kubeconfig, as a user would run them."""
+    import argparse
+
+    from mhubert.jobs.cli import register
+
+    api, cfg = k8s_api
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": cfg.host}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u", "namespace": "team-b"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("MHUBERT_NAMESPACE", "team-b")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    def run(*argv):
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    assert run("job", "submit", "--name", "cli-job", "--image", "img:1", "--manifest", "m", "--labels", "l",
+               "--out", "o", "--gpus-per-node", "0") == 0
+    obj = api.get_namespaced_custom_object(pj.GROUP, pj.VERSION, "team-b", pj.PLURAL, "cli-job")
+    (container,) = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
+    assert container["image"] == "img:1"
+    api.patch_namespaced_custom_object(pj.GROUP, pj.VERSION, "team-b", pj.PLURAL, "cli-job", {"status": {
+        "conditions": [{"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "pod oom"}]}})
+    with pytest.raises(pj.JobFailed, match="OOMKilled: pod oom"):
+        run("job", "wait", "cli-job", "--timeout", "5", "--poll", "0")

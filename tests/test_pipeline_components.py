@@ -12,10 +12,13 @@ def test_cli_failure_names_command_and_reason(tmp_path):
         mhubert("corpus", "manifest", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
 
 
-def test_log_metrics_numbers_only():
+def test_log_metrics_numbers_only(tmp_path):
+    import json
+
     class M:
         def __init__(self):
             self.metadata = {}
+            self.path = str(tmp_path / "a" / "metrics")
 
         def log_metric(self, k, v):
             self.metadata[k] = v
@@ -23,3 +26,5 @@ def test_log_metrics_numbers_only():
     m = M()
     log_metrics(m, {"a": 1, "b": 2.5, "c": "x", "d": None, "e": True, "f": [1]})
     assert m.metadata == {"a": 1.0, "b": 2.5, "e": 1.0}
+    # the file lets kfp.local's cache find the artifact
+    assert json.loads(open(m.path).read()) == m.metadata

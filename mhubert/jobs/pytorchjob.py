@@ -221,7 +221,8 @@ def custom_objects_api(api_client: Any = None) -> Any:
             config.load_incluster_config()
         except config.ConfigException:
             try:
-                config.load_kube_config()
+                # the client reads $KUBECONFIG once at import; honour it as it is now
+                config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)
             except (config.ConfigException, FileNotFoundError) as e:
                 raise MhubertError(f"no Kubernetes configuration found (in-cluster or kubeconfig): {e}") \
                     from e
