@@ -26,6 +26,7 @@ COMMAND_MODULES: list[str] = [
     "mhubert.model.cli",        # model export | import
     "mhubert.lid.cli",          # lid train | evaluate
     "mhubert.pipeline_cli",     # pipeline compile | run
+    "mhubert.jobs.cli",         # job render | submit | wait
     "api.cli",                  # serve
 ]
 
