@@ -93,11 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lang = q.get("language") or {}
         print(f"  iteration {n}: PNMI(language) = {lang.get('pnmi', float('nan')):.4f}  "
               f"purity(language) = {lang.get('purity', float('nan')):.4f}  "
-              f"approx-vs-exact agreement = {q.get('agreement', float('nan')):.4f}")
+              f"approx-vs-exact agreement = {q.get('agreement_with_exact', float('nan')):.4f}  "
+              f"cluster perplexity = {q.get('perplexity', float('nan')):.1f}")
     lid_metrics = os.path.join(run_root, f"iter{iterations[-1]}", "eval", "lid-eval", "metrics.json")
     if os.path.exists(lid_metrics):
         m = storage.read_json(lid_metrics)
-        n_lang = len(m.get("labels", [])) or 1
+        n_lang = len(m.get("per_language") or m.get("labels") or [None])
         print(f"\n=== LID head on the final model: held-out accuracy {m.get('accuracy'):.3f} "
               f"over {n_lang} languages (chance {1 / n_lang:.3f}) ===")
 
