@@ -9,6 +9,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from mhubert.plotting import figure_png
+
 
 class StageFailed(RuntimeError):
     """A library command exited non-zero; the message holds its last output lines."""
@@ -51,11 +53,6 @@ def json_table(obj: dict) -> str:
 
 def histogram_png(values: Sequence[float], title: str, xlabel: str, ylabel: str) -> bytes:
     """A bar chart of ``values`` by index, sorted descending (cluster sizes)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -64,11 +61,7 @@ def histogram_png(values: Sequence[float], title: str, xlabel: str, ylabel: str)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig, dpi=90)
 
 
 def log_metrics(metrics, values: dict) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mhubert import storage
 from mhubert.errors import BadInput
+from mhubert.plotting import figure_png
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +95,7 @@ def plot_sizes(sizes: dict) -> bytes:
     ax.set_ylabel("frames")
     ax.set_title(f"{sizes['num_clusters']} clusters, {sizes['num_empty']} empty, "
                  f"perplexity {sizes['perplexity']:.0f}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,

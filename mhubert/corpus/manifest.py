@@ -8,7 +8,6 @@ path ``<dataset>/<lang>/<file>``.
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 from collections import defaultdict
@@ -21,6 +20,7 @@ from tqdm import tqdm
 from mhubert import storage
 from mhubert.audio import TARGET_SR, info
 from mhubert.errors import AudioError, BadInput
+from mhubert.plotting import figure_png
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +267,7 @@ def plot_hours(stats: dict) -> bytes:
     ax.set_title(f"{stats['total']['hours']:.3g} h in {len(names)} languages")
     if hours and min(hours) > 0 and max(hours) / min(hours) > 100:
         ax.set_yscale("log")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_outputs(result: BuildResult, out: str) -> None:

@@ -8,12 +8,11 @@ columns = predicted), the shape KFP's ``ClassificationMetrics.log_confusion_matr
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from mhubert import storage
 from mhubert.errors import BadInput
+from mhubert.plotting import figure_png
 
 METRICS_FILE = "metrics.json"
 CONFUSION_JSON = "confusion_matrix.json"
@@ -70,11 +69,7 @@ def plot_confusion(matrix: list[list[int]], labels: list[str]) -> bytes:
                 ax.text(j, i, str(m[i, j]), ha="center", va="center",
                         color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
     ax.set_title("LID confusion matrix")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 def write_report(report: dict, out_dir: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ import torch.distributed as dist
 
 from mhubert import storage
 from mhubert.errors import BadInput
+from mhubert.plotting import figure_png
 from mhubert.train import checkpoint as ckpt
 from mhubert.train.config import load_configs
 from mhubert.train.schedule import linear_schedule
@@ -178,11 +178,7 @@ def _plot(records: list[dict]) -> bytes:
     ax2.plot(steps, [r["acc_m"] for r in records], color="tab:orange", label="masked accuracy")
     ax2.set_ylabel("masked accuracy")
     fig.legend(loc="upper right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
 
 
 class _Meter:
