@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             man = Manifest.read(os.path.join(run_root, "corpus", "manifest.tsv"))
             wav_url = man.url_of(len(man) - 1)
             audio = storage.read_bytes(wav_url)
-            print(f"\n$ curl -F file=@{wav_url} '{url}/v1/embeddings?layer=6&pooling=mean'")
+            print(f"\n$ curl -F file=@{wav_url} '{url}/v1/embeddings?pooling=mean'")
             r = httpx.post(url + "/v1/embeddings", params={"pooling": "mean"},
                            files={"file": ("a.wav", audio, "audio/wav")}, timeout=60)
             body = r.json()
