@@ -13,39 +13,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
+import contextlib
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import torch
-import uvicorn
 
 from api.app import create_app
+from api.background import serve_in_thread
 from api.settings import Settings
 from mhubert.audio import decode, encode_wav
 from mhubert.model import HubertConfig, HubertModel, save_hf
-
-
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.up = threading.Event()
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        self.up.set()
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -63,7 +46,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         save_hf(HubertModel(HubertConfig.preset(args.preset)), tmp)
         import transformers
 
@@ -84,13 +67,7 @@ def main() -> None:
         settings = Settings(model_uri=tmp, eager_load=True, device=args.device, dtype=args.dtype,
                             max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                             max_audio_s=max(60.0, args.seconds), max_body_bytes=64 << 20)
-        port = _port()
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        server = _Server(config)
-        threading.Thread(target=server.run, daemon=True).start()
-        assert server.up.wait(300), "server did not start"
-        base = f"http://127.0.0.1:{port}"
-
+        base = stack.enter_context(serve_in_thread(create_app(settings), start_timeout_s=300))
         with httpx.Client(base_url=base, timeout=600) as c:
             def ours(body: bytes) -> np.ndarray:
                 r = c.post("/v1/embeddings", content=body)
@@ -131,7 +108,6 @@ def main() -> None:
 
         thr_ours = total * args.seconds / asyncio.run(burst())
         batches = httpx.get(base + "/metrics").text
-        server.should_exit = True
 
     med_ref, med_ours = statistics.median(lat_ref), statistics.median(lat_ours)
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
+from api.background import free_port
 from mhubert import storage
 from mhubert.corpus.manifest import Manifest
 
@@ -31,12 +31,6 @@ def _run(cmd: list[str]) -> None:
     r = subprocess.run(cmd)
     if r.returncode != 0:
         sys.exit(f"demo: step failed ({r.returncode}): {' '.join(cmd)}")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
@@ -103,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"over {n_lang} languages (chance {1 / n_lang:.3f}) ===")
 
     if not args.no_serve:
-        port = _free_port()
+        port = free_port()
         cmd = [*py, "serve", "--model", registry["model"], "--host", "127.0.0.1", "--port", str(port)]
         if registry.get("lid"):
             cmd += ["--lid", registry["lid"]]

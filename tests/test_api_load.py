@@ -4,16 +4,14 @@ errors, bounded memory growth."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from test_api_support import make_assets, tone, wav_bytes
 
 from api.app import create_app
+from api.background import serve_in_thread
 from api.settings import Settings
 
 CLIENTS, PER_CLIENT = 16, 10
@@ -27,33 +25,13 @@ def _rss_mb() -> float:
     raise RuntimeError("no VmRSS")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn with a started event, run in a background thread."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.up = threading.Event()
-
-    async def startup(self, sockets=None) -> None:
-        await super().startup(sockets)
-        self.up.set()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     assets = make_assets(str(tmp_path_factory.mktemp("load_assets")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     settings = Settings(model_uri=assets["ckpt"], lid_uri=assets["lid"], eager_load=True, max_batch_size=8,
                         max_wait_ms=5.0, max_queue=256)
-    srv = _Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    assert srv.up.wait(60), "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(30)
+    with serve_in_thread(create_app(settings)) as url:
+        yield url
 
 
 def test_concurrent_clients_no_errors_bounded_memory(server):
