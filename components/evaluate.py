@@ -12,7 +12,8 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
              confusion: Output[ClassificationMetrics], report: Output[HTML], init_index: str = "",
              lid_probe: bool = True) -> str:
     """Score the iteration: the k-means quality report of ``mhubert cluster report`` (agreement
-    with exact k-means, PNMI/purity against languages, cluster sizes) of the index in
+    with exact k-means, PNMI/purity against languages, unit-LID accuracy of the labels, cluster
+    sizes) of the index in
     ``<output_root>/iter<N>/clustering`` (or ``init_index`` when the iteration reused one), and,
     when ``lid_probe`` and the LID module are available, a LID head trained on the frozen model
     under ``<output_root>/iter<N>/eval`` with its held-out accuracy and confusion matrix.
@@ -29,11 +30,13 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
     if storage.is_committed(storage.join(cdir, "sample")):
         qjson = storage.join(cdir, "quality.json")
         if not storage.exists(qjson):
-            mhubert("cluster", "report", "--out", cdir, "--manifest", manifest_uri, "--index", index_uri)
+            mhubert("cluster", "report", "--out", cdir, "--manifest", manifest_uri, "--index", index_uri,
+                    "--labels", labels_uri)
         q = storage.read_json(qjson)
         flat = {k: v for k, v in q.items() if not isinstance(v, dict)}
         flat.update({f"language_{k}": v for k, v in (q.get("language") or {}).items()})
         flat.update({f"reference_{k}": v for k, v in (q.get("reference") or {}).items()})
+        flat.update({f"unit_lid_{k}": v for k, v in (q.get("unit_lid") or {}).items() if v is not None})
         log_metrics(quality, flat)
         page += json_table(flat)
         sizes_png = storage.join(cdir, "cluster_sizes.png")

@@ -16,6 +16,9 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
     """Train into ``<output_root>/iter<N>/train`` with ``python -m mhubert.train`` and return the
     URL of the transformers model it writes (``.../train/model``).
 
+    ``init_from`` (a transformers model URL) starts the encoder from that model. The preset's
+    per-iteration ``train`` overrides apply before ``overrides``.
+
     ``launcher="local"`` runs ``torch.distributed.run --nproc_per_node max(1, gpus_per_node)`` here;
     ``"pytorchjob"`` creates a PyTorchJob of ``nodes`` x ``gpus_per_node`` with ``image`` in the
     namespace of this pod and waits for it, failing with the job's reason. A finished run
@@ -31,11 +34,14 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
 
     if launcher not in ("local", "pytorchjob"):
         raise ValueError(f"launcher must be local or pytorchjob, got {launcher!r}")
+    from mhubert.config import iteration_schedule
+
     out = storage.join(output_root, f"iter{iteration}", "train")
     args = ["--preset", preset, "--manifest", manifest_uri, "--labels", labels_uri, "--out", out]
     if init_from:
         args += ["--init-from", init_from]
-    for o in overrides:
+    # the preset's overrides for this iteration first, so the run's own ``overrides`` win
+    for o in [*iteration_schedule(preset)[iteration - 1].get("train", []), *overrides]:
         args += ["--set", o]
     if not storage.is_committed(out):
         if launcher == "local":

@@ -37,6 +37,30 @@ def load_preset(name: str) -> dict[str, Any]:
     return data
 
 
+ITERATION_KEYS = frozenset({"features", "layer", "label_rate", "num_clusters", "warm_start", "train"})
+
+
+def iteration_schedule(preset: str) -> list[dict[str, Any]]:
+    """The preset's 3-iteration schedule: ``[{features, layer, label_rate, num_clusters}]``, each
+    optionally with ``warm_start`` (start the encoder from the previous iteration's model rather
+    than from scratch) and ``train`` (``key=value`` training overrides for that iteration only)."""
+    its = load_preset(preset).get("iterations")
+    if not isinstance(its, list) or len(its) != 3 or not all(isinstance(it, dict) for it in its):
+        raise BadInput(f"preset {preset!r} must define 3 iterations, got {its!r}")
+    for n, it in enumerate(its, 1):
+        unknown = set(it) - ITERATION_KEYS
+        if unknown:
+            raise BadInput(f"preset {preset!r} iteration {n}: unknown keys {sorted(unknown)} "
+                           f"(known: {sorted(ITERATION_KEYS)})")
+        train = it.get("train", [])
+        if not isinstance(train, list) or not all(isinstance(o, str) and "=" in o for o in train):
+            raise BadInput(f"preset {preset!r} iteration {n}: 'train' must be a list of key=value, "
+                           f"got {train!r}")
+        if not isinstance(it.get("warm_start", False), bool):
+            raise BadInput(f"preset {preset!r} iteration {n}: 'warm_start' must be true or false")
+    return its
+
+
 def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(value, str) and not isinstance(current, str) and current is not None:
         try:

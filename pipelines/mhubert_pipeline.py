@@ -4,7 +4,9 @@ Iterations depend on each other (iteration i clusters features of model i-1), wh
 cannot express, so they are unrolled at compile time with a Python loop: iteration 1 clusters MFCCs
 (100 Hz labels), iteration 2 layer 6 of the iteration-1 model, iteration 3 layer 9 of the
 iteration-2 model (50 Hz), K=1000 each (the ``base`` preset; ``tiny`` shrinks everything).
-Label shards fan out with ``dsl.ParallelFor`` and fan in with ``dsl.Collected``.
+Label shards fan out with ``dsl.ParallelFor`` and fan in with ``dsl.Collected``. Each iteration
+trains from scratch as in the paper, unless the preset's schedule says ``warm_start`` (``tiny`` does,
+to fit 2 CPU cores): then its encoder starts from the previous iteration's model.
 
 A run can start later in the schedule (``PipelineOptions.iterations=(3,)``) from a published model
 (``init_model``) and, optionally, its faiss index (``init_index``), e.g. only iteration 3 from the
@@ -20,7 +22,7 @@ from typing import Any
 
 from kfp import dsl
 
-from mhubert.config import load_preset
+from mhubert.config import iteration_schedule
 from mhubert.errors import BadInput
 
 S3_ENDPOINT_KEY = {"s3_endpoint": "AWS_ENDPOINT_URL"}  # ConfigMap key -> env
@@ -72,11 +74,8 @@ class PipelineOptions:
 
 
 def schedule(preset: str) -> list[dict[str, Any]]:
-    """The preset's iteration schedule: ``[{features, layer, label_rate, num_clusters}] * 3``."""
-    its = load_preset(preset).get("iterations")
-    if not isinstance(its, list) or len(its) != 3:
-        raise BadInput(f"preset {preset!r} must define 3 iterations, got {its!r}")
-    return its
+    """The preset's iteration schedule (``mhubert.config.iteration_schedule``)."""
+    return iteration_schedule(preset)
 
 
 def _resources(task: dsl.PipelineTask, r: StageResources) -> None:
@@ -145,6 +144,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
             mg = on_k8s(merge_labels(shards=dsl.Collected(a.output)), opt.prepare, f"iter{n}-merge")
             tr = on_k8s(train(manifest_uri=manifest, labels_uri=mg.outputs["Output"], output_root=output_root,
                               iteration=n, preset=preset, launcher=opt.launcher, overrides=train_overrides,
+                              init_from=model_uri if it.get("warm_start") else "",
                               nodes=nodes, gpus_per_node=gpus_per_node, image=gpu_image, s3_secret=s3_secret,
                               timeout_hours=train_timeout_hours,
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""),

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from mhubert.config import apply_overrides, from_dict, load_preset
+from mhubert.config import apply_overrides, from_dict, iteration_schedule, load_preset
 from mhubert.errors import BadInput
 
 
@@ -44,3 +44,26 @@ def test_bad_overrides_name_the_problem(bad):
 def test_unknown_key_in_dict():
     with pytest.raises(BadInput, match="unknown"):
         from_dict(_Cfg, {"lr": 1.0, "typo": 2})
+
+
+def test_iteration_schedules():
+    base = iteration_schedule("base")
+    assert not any(it.get("warm_start") or it.get("train") for it in base)  # the paper: from scratch
+    tiny = iteration_schedule("tiny")
+    assert [it["layer"] for it in tiny] == [0, 4, 4]
+    assert [bool(it.get("warm_start")) for it in tiny] == [False, True, True]
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"features": "mfcc", "layer": 0, "label_rate": 100, "num_clusters": 9, "typo": 1}, "unknown keys"),
+    ({"features": "mfcc", "layer": 0, "label_rate": 100, "num_clusters": 9, "train": "lr=1"}, "key=value"),
+    ({"features": "mfcc", "layer": 0, "label_rate": 100, "num_clusters": 9, "warm_start": "yes"},
+     "warm_start"),
+])
+def test_bad_iteration_schedule_is_named(tmp_path, entry, message):
+    import yaml
+
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"iterations": [entry] * 3}))
+    with pytest.raises(BadInput, match=message):
+        iteration_schedule(str(p))

@@ -144,6 +144,10 @@ def test_bad_input_is_named(call, message):
 
 
 def test_config_rejects_unknown_and_bad_fields():
+    with pytest.raises(BadInput, match="pred_nomask_weight"):
+        HubertConfig.preset("tiny", ["pred_masked_weight=0", "pred_nomask_weight=0"])
+    with pytest.raises(BadInput, match="pred_masked_weight"):
+        HubertConfig.preset("tiny", ["pred_masked_weight=-1"])
     with pytest.raises(BadInput, match="unknown"):
         HubertConfig.preset("tiny", ["hidden=3"])
     with pytest.raises(BadInput, match="divisible"):
@@ -161,13 +165,20 @@ def reference_loss(model: HubertPretrainModel, wav, labels_50hz, mask, tmp_path)
         x = ref(wav, mask_time_indices=mask).last_hidden_state
         logits = F.cosine_similarity(model.final_proj(x)[:, :, None], model.label_embs[None, None],
                                      dim=-1) / model.cfg.logit_temp
-    ce = F.cross_entropy(logits[mask], labels_50hz[mask])
-    return ce + model.cfg.feature_pen_weight * feats.pow(2).mean(), int(mask.sum())
+    n = int(mask.sum())
+    ce_m = F.cross_entropy(logits[mask], labels_50hz[mask], reduction="sum")
+    ce_u = F.cross_entropy(logits[~mask], labels_50hz[~mask], reduction="sum")
+    # fairseq hubert_criterion: weighted sums over masked and unmasked frames / number masked
+    loss = (model.cfg.pred_masked_weight * ce_m + model.cfg.pred_nomask_weight * ce_u) / n
+    return loss + model.cfg.feature_pen_weight * feats.pow(2).mean(), n
 
 
-def test_pretrain_loss_matches_reference_at_100_and_50_hz(tmp_path):
+@pytest.mark.parametrize("weights", [(1.0, 0.0), (1.0, 1.0), (0.5, 2.0)])
+def test_pretrain_loss_matches_reference_at_100_and_50_hz(tmp_path, weights):
     torch.manual_seed(4)
-    model = HubertPretrainModel(HubertConfig.preset("tiny", ["num_layers=2"]), num_classes=12).eval()
+    cfg = HubertConfig.preset("tiny", ["num_layers=2", f"pred_masked_weight={weights[0]}",
+                                       f"pred_nomask_weight={weights[1]}"])
+    model = HubertPretrainModel(cfg, num_classes=12).eval()
     wav = torch.randn(2, 16_000)  # 49 frames
     labels_50 = torch.randint(0, 12, (2, 49))
     labels_100 = torch.full((2, 98), -7)

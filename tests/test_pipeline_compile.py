@@ -123,8 +123,13 @@ def test_local_tiny_options(tmp_path):
                            PipelineOptions(iterations=(1, 2), launcher="local", preset="tiny"))
     spec, platform = _load(out)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["k_iter1"]["defaultValue"] == 100 and params["layer_iter2"]["defaultValue"] == 2
-    assert _const(spec["root"]["dag"]["tasks"]["train"], "launcher") == "local"
+    assert params["k_iter1"]["defaultValue"] == 100 and params["layer_iter2"]["defaultValue"] == 4
+    tasks = spec["root"]["dag"]["tasks"]
+    assert _const(tasks["train"], "launcher") == "local"
+    # tiny warm-starts iteration 2 from iteration 1's model; iteration 1 starts from scratch
+    assert _const(tasks["train"], "init_from") in (None, "")
+    init2 = tasks["train-2"]["inputs"]["parameters"]["init_from"]
+    assert init2["taskOutputParameter"]["producerTask"] == "train"
     assert not platform  # no Kubernetes settings for a local run
 
 

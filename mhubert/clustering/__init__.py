@@ -22,6 +22,9 @@ class ClusteringConfig:
     ``index_factory`` may contain ``{K}``, replaced by ``num_clusters``. ``mode`` is ``factory`` (the
     faiss factory index, the paper's method) or ``exact`` (flat k-means, exact nearest centroid).
     ``memory_budget_gb`` is the size of the clustering sample in GB (1e9 bytes) of float32 features.
+    ``init`` seeds the k-means (the flat one, or the IVF coarse quantizer's): ``kmeans++`` (greedy
+    k-means++ on a subsample: lower inertia on clustered data) or ``random`` (faiss's own: random
+    training rows, what the paper's ``index.train`` did).
     """
 
     num_clusters: int = 1000
@@ -35,3 +38,4 @@ class ClusteringConfig:
     add_vectors: bool = False   # also add the sample to the index (the paper did; labels don't need it)
     hnsw_ef_search: int = 16    # faiss default, as in the published index
     opq_niter: int = 50         # faiss default; fewer trains much faster on small CPUs
+    init: str = "kmeans++"      # kmeans++ | random

@@ -77,7 +77,7 @@ def _report(args: argparse.Namespace) -> int:
 
     index = args.index or storage.join(args.out, "index.faiss")
     q = report(args.out, index, storage.join(args.out, "sample"), args.manifest,
-               max_rows=args.max_rows, reference_labels=args.reference_labels)
+               max_rows=args.max_rows, reference_labels=args.reference_labels, labels=args.labels)
     print(json.dumps(q))
     return 0
 
@@ -151,5 +151,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--index", help="faiss index URL (default OUT/index.faiss)")
     p.add_argument("--max-rows", type=int, default=200_000, help="sample rows to score")
     p.add_argument("--reference-labels", help="merged labels dir of reference (e.g. phone) labels")
+    p.add_argument("--labels", help="this iteration's merged labels dir: adds unit-LID accuracy")
     p.add_argument("--preset", default="base")
     p.set_defaults(func=_report)

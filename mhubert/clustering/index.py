@@ -7,10 +7,13 @@ Two modes:
   K centroids) after the OPQ rotation. PQ codes are never used for labels.
 - ``exact``: flat k-means (``faiss.Kmeans``); a label is the exact nearest centroid.
 
-Both k-means runs (the flat one, and the IVF coarse quantizer's in the OPQ space) start from greedy
-k-means++ seeds drawn on a subsample (``kmeans_plusplus``), not from faiss's random rows: on clustered
-data random starts leave some modes with two centroids and others with none, which Lloyd iterations
-do not undo.
+Both k-means runs (the flat one, and the IVF coarse quantizer's in the OPQ space) start, by default
+(``init=kmeans++``), from greedy k-means++ seeds drawn on a subsample (``kmeans_plusplus``), not from
+faiss's random rows: on clustered data random starts leave some modes with two centroids and others
+with none, which Lloyd iterations do not undo. ``init=random`` keeps faiss's random rows: lower
+inertia is not always more informative labels (k-means++ also seeds on outlying frames), and on
+the small 64-d features of the ``tiny`` model random starts gave labels with more language
+information (docs/benchmarks.md, "tiny recipe").
 
 Any index that faiss can read is accepted for labelling: an ``IndexPreTransform`` over an IVF index
 (e.g. the published ``mhubert147_faiss.index``), a bare IVF index, or a flat index of centroids.
@@ -166,13 +169,22 @@ def _greedy_seeds(x: np.ndarray, k: int, trials: int, rng: np.random.Generator) 
     return idx
 
 
-def seeded_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 0) -> np.ndarray:
+INITS = ("kmeans++", "random")
+
+
+def seeded_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 0, init: str = "kmeans++") -> np.ndarray:
     """Lloyd k-means (``faiss.Kmeans``: ≤256·k training rows, empty clusters re-split from big ones)
-    from k-means++ seeds drawn on a subsample (``SEED_SAMPLE_ROWS``). x (N, D) -> (k, D) float32."""
+    from k-means++ seeds drawn on a subsample (``SEED_SAMPLE_ROWS``), or from faiss's random rows
+    with ``init="random"``. x (N, D) -> (k, D) float32."""
+    if init not in INITS:
+        raise BadInput(f"clustering init must be one of {', '.join(INITS)}, got {init!r}")
     x = _as_f32(x)
-    init = kmeans_plusplus(x, k, seed=seed, sample=max(SEED_SAMPLE_ROWS, SEED_POINTS_PER_CENTROID * k))
     km = faiss.Kmeans(x.shape[1], k, niter=max(0, int(niter)), seed=seed, verbose=False)
-    km.train(x, init_centroids=init)
+    if init == "random":
+        km.train(x)
+    else:
+        km.train(x, init_centroids=kmeans_plusplus(
+            x, k, seed=seed, sample=max(SEED_SAMPLE_ROWS, SEED_POINTS_PER_CENTROID * k)))
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
@@ -335,11 +347,13 @@ def train(x: np.ndarray, cfg: ClusteringConfig) -> ClusterIndex:
     x = _as_f32(x)
     n, d = x.shape
     _check_sample(n, d, cfg)
+    if cfg.init not in INITS:
+        raise BadInput(f"clustering.init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     threads = use_all_cores()
     if cfg.mode == "exact":
         log.info("exact k-means: %d x %d -> K=%d, %d iterations, %d threads", n, d, cfg.num_clusters,
                  cfg.niter, threads)
-        c = seeded_kmeans(x, cfg.num_clusters, cfg.niter, cfg.seed)
+        c = seeded_kmeans(x, cfg.num_clusters, cfg.niter, cfg.seed, cfg.init)
         flat = faiss.IndexFlatL2(d)
         flat.add(c)
         return ClusterIndex(flat, "exact", c)
@@ -394,7 +408,7 @@ def _train_factory(ci: ClusterIndex, x: np.ndarray, cfg: ClusteringConfig) -> No
     if (ivf.quantizer.ntotal == 0 and ivf.quantizer.is_trained and not ivf.cp.spherical
             and ivf.metric_type == faiss.METRIC_L2):
         niter = max(int(ivf.cp.niter), int(cfg.niter))
-        c = seeded_kmeans(xt, int(ivf.nlist), niter, cfg.seed)
+        c = seeded_kmeans(xt, int(ivf.nlist), niter, cfg.seed, cfg.init)
         ivf.quantizer.add(c)
     ivf.train(xt)
     index.is_trained = True

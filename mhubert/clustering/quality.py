@@ -3,6 +3,12 @@
 PNMI (HuBERT paper, §IV-B): ``I(y; z) / H(y)`` for reference labels y (language, or phones when
 given) and cluster ids z, from their joint frequencies. Purity: ``E_z[max_y p(y|z)]`` (how well a
 cluster predicts the reference, "phone purity"); cluster purity: ``E_y[max_z p(z|y)]``.
+
+Unit LID (``unit_lid``): how well an utterance's language can be told from its label sequence alone,
+by a logistic regression on bag-of-units histograms. Frame PNMI also rewards clusters that only
+mark an utterance's voice or recording conditions (they are language-pure in a corpus where each
+utterance has one language); the cross-condition accuracy does not, because it trains on some
+datasets (recording conditions, voices) and tests on the others.
 """
 
 from __future__ import annotations
@@ -98,13 +104,71 @@ def plot_sizes(sizes: dict) -> bytes:
     return figure_png(fig)
 
 
+def unit_histograms(flat: np.ndarray, offsets: np.ndarray, num_clusters: int) -> np.ndarray:
+    """(N, K) float64 relative unit frequencies of N utterances (``offsets`` (N+1,) into ``flat``)."""
+    flat, offsets = np.asarray(flat, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    n = len(offsets) - 1
+    utt = np.repeat(np.arange(n), np.diff(offsets))
+    h = np.zeros((n, num_clusters))
+    np.add.at(h, (utt, flat), 1.0)
+    return h / np.maximum(h.sum(1, keepdims=True), 1.0)
+
+
+def unit_lid(flat: np.ndarray, offsets: np.ndarray, langs, groups=None, num_clusters: int | None = None,
+             folds: int = 5, seed: int = 0) -> dict:
+    """Language identification from labels alone: ``{"cv_accuracy", "cross_condition_accuracy",
+    "chance", "num_utterances", "num_languages"}``.
+
+    Each utterance becomes the square root of its unit histogram (Hellinger features), classified
+    by multinomial logistic regression (sklearn, C=10). ``cv_accuracy``: stratified ``folds``-fold
+    cross-validation. ``cross_condition_accuracy``: for each group (dataset) in ``groups``, train on
+    the other groups and test on it, pooled over groups (None with fewer than 2 groups). ``chance``:
+    the accuracy of always answering the most frequent language.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    langs = np.asarray(langs)
+    n = len(offsets) - 1
+    if len(langs) != n or n < 2:
+        raise BadInput(f"unit LID needs one language per utterance: {len(langs)} languages, {n} utterances")
+    k = int(num_clusters or (int(np.max(flat)) + 1 if len(flat) else 1))
+    x = np.sqrt(unit_histograms(flat, offsets, k))
+    _, counts = np.unique(langs, return_counts=True)
+    out = {"num_utterances": int(n), "num_languages": int(len(counts)),
+           "chance": float(counts.max() / n), "cv_accuracy": None, "cross_condition_accuracy": None}
+
+    def clf():
+        return LogisticRegression(C=10.0, max_iter=2000)
+
+    f = min(folds, int(counts.min()))
+    if len(counts) > 1 and f >= 2:
+        cv = StratifiedKFold(n_splits=f, shuffle=True, random_state=seed)
+        out["cv_accuracy"] = float(cross_val_score(clf(), x, langs, cv=cv).mean())
+    if groups is not None:
+        groups = np.asarray(groups)
+        hits = total = 0
+        for g in np.unique(groups):
+            test, train = groups == g, groups != g
+            if len(np.unique(langs[train])) < 2:
+                continue
+            pred = clf().fit(x[train], langs[train]).predict(x[test])
+            hits += int((pred == langs[test]).sum())
+            total += int(test.sum())
+        if total and len(np.unique(groups)) > 1:
+            out["cross_condition_accuracy"] = hits / total
+    return out
+
+
 def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,
-           max_rows: int = 200_000, reference_labels: str | None = None, seed: int = 0) -> dict:
+           max_rows: int = 200_000, reference_labels: str | None = None, seed: int = 0,
+           labels: str | None = None) -> dict:
     """Score the index on up to ``max_rows`` random rows of the clustering sample; write
     ``cluster_sizes.json``, ``cluster_sizes.png`` and ``quality.json`` under ``out_dir``.
 
     ``reference_labels``: a merged labels directory at the sample's frame rate (e.g. phone ids in
-    the labels format), scored like the languages.
+    the labels format), scored like the languages. ``labels``: the iteration's merged labels of every
+    utterance of the manifest, scored by ``unit_lid`` (languages, datasets as conditions).
     """
     from mhubert.clustering import index as cindex
     from mhubert.clustering import sample as csample
@@ -139,6 +203,15 @@ def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,
         ref = np.asarray(flat)[pos[ok]]
         q["reference"] = {"pnmi": pnmi(ref, approx[ok]), "purity": purity(ref, approx[ok]),
                           "cluster_purity": cluster_purity(ref, approx[ok]), "num_rows": int(ok.sum())}
+    if labels:
+        from mhubert.clustering.assign import read_labels
+
+        flat, offsets = read_labels(labels)
+        if len(offsets) - 1 != len(manifest):
+            raise BadInput(f"{labels} has labels for {len(offsets) - 1} utterances, the manifest "
+                           f"{len(manifest)}")
+        q["unit_lid"] = unit_lid(flat, offsets, [e.lang for e in manifest.entries],
+                                 [e.dataset for e in manifest.entries], num_clusters=k, seed=seed)
     storage.atomic_write_json(storage.join(out_dir, "cluster_sizes.json"), sizes)
     storage.atomic_write(storage.join(out_dir, "cluster_sizes.png"), plot_sizes(sizes))
     storage.atomic_write_json(storage.join(out_dir, "quality.json"), q)

@@ -28,6 +28,8 @@ class HubertConfig:
     feature projection. layerdrop: probability of skipping a layer in training.
     feature_grad_mult: gradient scale into the conv extractor (0 freezes it). Masking: mask_prob,
     mask_length, min_masks. Head: final_dim, logit_temp (cosine logits / temp), feature_pen_weight.
+    Loss weights as fairseq's hubert criterion: pred_masked_weight on masked frames and
+    pred_nomask_weight on unmasked ones (0 in the paper), both summed and divided by the masked count.
     """
 
     conv_layers: tuple[tuple[int, int, int], ...] = field(default=BASE_CONV)
@@ -53,6 +55,8 @@ class HubertConfig:
     final_dim: int = 256
     logit_temp: float = 0.1
     feature_pen_weight: float = 10.0
+    pred_masked_weight: float = 1.0
+    pred_nomask_weight: float = 0.0
 
     def __post_init__(self) -> None:
         convs = tuple(tuple(int(v) for v in c) for c in self.conv_layers)
@@ -73,6 +77,10 @@ class HubertConfig:
                            f"conv_pos_groups={self.conv_pos_groups}")
         if not 0.0 <= self.mask_prob <= 1.0:
             raise BadInput(f"model.mask_prob must be in [0, 1], got {self.mask_prob}")
+        if self.pred_masked_weight < 0 or self.pred_nomask_weight < 0 or \
+                self.pred_masked_weight + self.pred_nomask_weight == 0:
+            raise BadInput("model.pred_masked_weight and pred_nomask_weight must be >= 0 and not both 0, "
+                           f"got {self.pred_masked_weight} and {self.pred_nomask_weight}")
         if self.mask_length < 1:
             raise BadInput(f"model.mask_length must be >= 1, got {self.mask_length}")
 

@@ -374,7 +374,10 @@ class HubertPretrainModel(nn.Module):
         hit = logits.argmax(-1) == targets
         count_m = m_sel.sum()
         loss_m = (ce * m_sel).sum()
-        loss = loss_m / count_m.clamp(min=1) + cfg.feature_pen_weight * features_pen
+        weighted = cfg.pred_masked_weight * loss_m
+        if cfg.pred_nomask_weight > 0:
+            weighted = weighted + cfg.pred_nomask_weight * (ce * u_sel).sum()
+        loss = weighted / count_m.clamp(min=1) + cfg.feature_pen_weight * features_pen
         return {"loss": loss, "loss_m": loss_m.detach(), "correct_m": (hit & m_sel).sum(),
                 "count_m": count_m, "correct_u": (hit & u_sel).sum(), "count_u": u_sel.sum(),
                 "features_pen": features_pen.detach(), "sample_size": count_m}
