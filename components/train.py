@@ -34,14 +34,13 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
 
     if launcher not in ("local", "pytorchjob"):
         raise ValueError(f"launcher must be local or pytorchjob, got {launcher!r}")
-    from mhubert.config import iteration_schedule
+    from mhubert.config import iteration_train_overrides
 
     out = storage.join(output_root, f"iter{iteration}", "train")
     args = ["--preset", preset, "--manifest", manifest_uri, "--labels", labels_uri, "--out", out]
     if init_from:
         args += ["--init-from", init_from]
-    # the preset's overrides for this iteration first, so the run's own ``overrides`` win
-    for o in [*iteration_schedule(preset)[iteration - 1].get("train", []), *overrides]:
+    for o in iteration_train_overrides(preset, iteration, list(overrides)):
         args += ["--set", o]
     if not storage.is_committed(out):
         if launcher == "local":

@@ -61,6 +61,14 @@ def iteration_schedule(preset: str) -> list[dict[str, Any]]:
     return its
 
 
+def iteration_train_overrides(preset: str, iteration: int, overrides: list[str] | None = None) -> list[str]:
+    """Training overrides of ``iteration`` (1-3): the preset's own for it, then ``overrides`` (so
+    the caller's win: later overrides replace earlier ones)."""
+    if iteration not in (1, 2, 3):
+        raise BadInput(f"iteration must be 1, 2 or 3, got {iteration}")
+    return [*iteration_schedule(preset)[iteration - 1].get("train", []), *(overrides or [])]
+
+
 def _coerce(value: Any, current: Any, key: str) -> Any:
     if isinstance(value, str) and not isinstance(current, str) and current is not None:
         try:

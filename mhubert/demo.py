@@ -82,13 +82,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     registry = storage.read_json(os.path.join(run_root, "serving", "registry.json"))
     iterations = [int(x) for x in args.iterations.split(",")]
-    print("\n=== pseudo-label quality per iteration (clustering sample, against language labels) ===")
-    for n, q in _quality_table(run_root, iterations):
-        lang = q.get("language") or {}
-        print(f"  iteration {n}: PNMI(language) = {lang.get('pnmi', float('nan')):.4f}  "
-              f"purity(language) = {lang.get('purity', float('nan')):.4f}  "
-              f"approx-vs-exact agreement = {q.get('agreement_with_exact', float('nan')):.4f}  "
-              f"cluster perplexity = {q.get('perplexity', float('nan')):.1f}")
+    print("\n=== language information in each iteration's labels ===")
+    print("  PNMI: frame-level I(language; unit) / H(language) on the clustering sample.")
+    print("  unit LID: language told from an utterance's units alone (bag of units + logistic regression),")
+    print("  trained on one dataset (voices, recording conditions) and tested on the other.")
+    rows = _quality_table(run_root, iterations)
+    nan = float("nan")
+    for n, q in rows:
+        lang, ulid = q.get("language") or {}, q.get("unit_lid") or {}
+        print(f"  iteration {n}: PNMI(language) = {lang.get('pnmi', nan):.4f}  "
+              f"unit LID across datasets = {ulid.get('cross_condition_accuracy') or nan:.3f} "
+              f"(within: {ulid.get('cv_accuracy') or nan:.3f}, "
+              f"majority class {ulid.get('chance') or nan:.3f})  "
+              f"cluster perplexity = {q.get('perplexity', nan):.1f}")
+    if len(rows) > 1 and rows[0][0] == 1:
+        base = rows[0][1]
+        for n, q in rows[1:]:
+            p = (q.get("language") or {}).get("pnmi", nan) / (base.get("language") or {}).get("pnmi", nan)
+            u0 = (base.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
+            u = (q.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
+            print(f"  iteration {n} vs MFCC labels: PNMI x{p:.2f}, unit LID across datasets x{u / u0:.2f}")
     lid_metrics = os.path.join(run_root, f"iter{iterations[-1]}", "eval", "lid-eval", "metrics.json")
     if os.path.exists(lid_metrics):
         m = storage.read_json(lid_metrics)

@@ -213,3 +213,62 @@ def test_seeding_reaches_true_inertia_where_random_init_does_not():
     plain.train(x)
     pci = cindex.ClusterIndex(plain, "factory")
     assert formula_inertia(x, pci.original_space_centroids(x, pci.label(x))) / truth > 1.2
+
+
+def test_random_init_is_faiss_own_kmeans():
+    x = mixture(4000, 8, 10, seed=2)
+    km = faiss.Kmeans(8, 10, niter=12, seed=3)
+    km.train(x)
+    np.testing.assert_array_equal(cindex.seeded_kmeans(x, 10, 12, seed=3, init="random"), km.centroids)
+    ci = cindex.train(x, ClusteringConfig(num_clusters=10, mode="exact", niter=12, seed=3, init="random"))
+    np.testing.assert_array_equal(ci.coarse_centroids(), km.centroids)
+    with pytest.raises(BadInput, match="init"):
+        cindex.train(x, ClusteringConfig(num_clusters=10, mode="exact", init="kmeans"))
+
+
+# -- unit LID ---------------------------------------------------------------------------------
+def _utterances(n_per: int, langs: list[str], groups: list[str], unit_of, seed: int = 0):
+    """Label sequences of 40-80 frames, ``unit_of(lang, group, rng) -> (frames,) ids``."""
+    rng = np.random.default_rng(seed)
+    seqs, ls, gs = [], [], []
+    for g in groups:
+        for lang in langs:
+            for _ in range(n_per):
+                seqs.append(unit_of(lang, g, rng, int(rng.integers(40, 81))))
+                ls.append(lang)
+                gs.append(g)
+    offsets = np.concatenate([[0], np.cumsum([len(s) for s in seqs])])
+    return np.concatenate(seqs), offsets, ls, gs
+
+
+def test_unit_histograms_are_relative_bincounts():
+    flat = np.array([0, 2, 2, 1, 1, 1, 3])
+    off = np.array([0, 3, 3, 7])  # the middle utterance is empty
+    h = quality.unit_histograms(flat, off, 4)
+    np.testing.assert_allclose(h, [[1 / 3, 0, 2 / 3, 0], [0, 0, 0, 0], [0, 3 / 4, 0, 1 / 4]])
+
+
+def test_unit_lid_separates_language_from_condition_information():
+    langs, groups = ["a", "b", "c", "d"], ["studio", "field"]
+    # each language draws from its own 5 of 20 units: language fully readable in any condition
+    lang_units = _utterances(12, langs, groups,
+                             lambda lang, g, r, n: r.integers(0, 5, n) + 5 * langs.index(lang))
+    q = quality.unit_lid(*lang_units)
+    assert q["cv_accuracy"] == 1.0 and q["cross_condition_accuracy"] == 1.0
+    assert q["num_languages"] == 4 and q["chance"] == 0.25
+    # units that mark the language with a condition-specific code: language-pure clusters (frame
+    # PNMI 1), readable within a condition, useless across conditions
+    code = {(lang, g): i for i, (lang, g) in enumerate((a, b) for a in langs for b in groups)}
+    cond = _utterances(12, langs, groups, lambda lang, g, r, n: np.full(n, code[(lang, g)]))
+    flat, off, ls, gs = cond
+    frame_lang = np.repeat(ls, np.diff(off))
+    assert quality.pnmi(frame_lang, flat) == pytest.approx(1.0)
+    q = quality.unit_lid(*cond)
+    assert q["cv_accuracy"] == 1.0 and q["cross_condition_accuracy"] <= 0.3
+    # units unrelated to the language: chance everywhere
+    noise = _utterances(12, langs, groups, lambda lang, g, r, n: r.integers(0, 20, n), seed=1)
+    q = quality.unit_lid(*noise)
+    assert q["cv_accuracy"] < 0.5 and q["cross_condition_accuracy"] < 0.5
+    assert quality.unit_lid(*noise[:3])["cross_condition_accuracy"] is None  # no groups given
+    with pytest.raises(BadInput, match="one language per utterance"):
+        quality.unit_lid(noise[0], noise[1], noise[2][:-1])

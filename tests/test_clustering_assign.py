@@ -260,9 +260,11 @@ def test_cli_end_to_end_and_errors(tmp_path, capsys):
         assert main(["cluster", "assign", "--manifest", murl, "--out", clu, "--labels", labels,
                      "--shard", s, "--num-shards", "2", "--quiet"]) == 0
     assert main(["cluster", "merge", "--labels", labels, "--num-shards", "2"]) == 0
-    assert main(["cluster", "report", "--out", clu, "--manifest", murl]) == 0
+    assert main(["cluster", "report", "--out", clu, "--manifest", murl, "--labels", labels]) == 0
     flat, off = cassign.read_labels(labels)
     assert len(off) == 7 and int(flat.max()) < 5
+    ulid = storage.read_json(storage.join(clu, "quality.json"))["unit_lid"]
+    assert ulid["num_utterances"] == 6
     capsys.readouterr()
     assert main(["cluster", "assign", "--manifest", murl, "--out", clu, "--labels", labels,
                  "--shard", "3", "--num-shards", "2"]) == 2

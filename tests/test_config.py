@@ -4,7 +4,13 @@ import dataclasses
 
 import pytest
 
-from mhubert.config import apply_overrides, from_dict, iteration_schedule, load_preset
+from mhubert.config import (
+    apply_overrides,
+    from_dict,
+    iteration_schedule,
+    iteration_train_overrides,
+    load_preset,
+)
 from mhubert.errors import BadInput
 
 
@@ -50,7 +56,7 @@ def test_iteration_schedules():
     base = iteration_schedule("base")
     assert not any(it.get("warm_start") or it.get("train") for it in base)  # the paper: from scratch
     tiny = iteration_schedule("tiny")
-    assert [it["layer"] for it in tiny] == [0, 4, 4]
+    assert [it["layer"] for it in tiny] == [0, 3, 4]
     assert [bool(it.get("warm_start")) for it in tiny] == [False, True, True]
 
 
@@ -67,3 +73,16 @@ def test_bad_iteration_schedule_is_named(tmp_path, entry, message):
     p.write_text(yaml.safe_dump({"iterations": [entry] * 3}))
     with pytest.raises(BadInput, match=message):
         iteration_schedule(str(p))
+
+
+def test_iteration_train_overrides_put_the_callers_last():
+    assert iteration_train_overrides("tiny", 1, ["train.lr=1"]) == ["train.lr=1"]
+    got = iteration_train_overrides("tiny", 2, ["train.max_update=7"])
+    assert got == ["train.max_update=1200", "train.warmup_updates=40", "train.max_update=7"]
+    assert iteration_train_overrides("base", 3) == []
+    # the trainer applies overrides in order, so the caller's value is the one that holds
+    from mhubert.train.config import TrainConfig
+
+    assert apply_overrides(TrainConfig(), ["max_update=1200", "max_update=7"]).max_update == 7
+    with pytest.raises(BadInput, match="iteration"):
+        iteration_train_overrides("tiny", 4)

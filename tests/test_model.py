@@ -74,12 +74,20 @@ def test_save_hf_round_trip_through_transformers(storage_root):
         torch.testing.assert_close(g, e, atol=TOL, rtol=0)
 
 
-def test_frame_lengths_follow_transformers_formula(hf_dir):
-    _, ref = hf_dir
-    model = HubertModel(HubertConfig.preset("tiny"))
-    lengths = torch.tensor([400, 401, 719, 720, 16_000, 250_000])
-    torch.testing.assert_close(model.frame_lengths(lengths), ref._get_feat_extract_output_lengths(lengths))
-    assert model.num_frames(16_000) == 49
+@pytest.mark.parametrize("preset", ["base", "tiny"])
+def test_frame_lengths_follow_transformers_formula(preset):
+    cfg = HubertConfig.preset(preset)
+    convs = cfg.conv_layers
+    ref = transformers.HubertModel(small_hf_config(conv_dim=[c for c, _, _ in convs],
+                                                   conv_kernel=[k for _, k, _ in convs],
+                                                   conv_stride=[s for _, _, s in convs]))
+    with torch.device("meta"):
+        model = HubertModel(cfg)
+    lengths = torch.tensor([359, 360, 400, 401, 679, 680, 719, 720, 16_000, 250_000])
+    expect = ref._get_feat_extract_output_lengths(lengths)
+    torch.testing.assert_close(model.frame_lengths(lengths), expect)
+    assert [model.num_frames(int(n)) for n in lengths] == expect.tolist()
+    assert model.num_frames(16_000) == 49  # 50 Hz frames either way
     assert HubertConfig().receptive_field == 400 and HubertConfig().total_stride == 320
 
 

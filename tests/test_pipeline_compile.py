@@ -123,7 +123,7 @@ def test_local_tiny_options(tmp_path):
                            PipelineOptions(iterations=(1, 2), launcher="local", preset="tiny"))
     spec, platform = _load(out)
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["k_iter1"]["defaultValue"] == 100 and params["layer_iter2"]["defaultValue"] == 4
+    assert params["k_iter1"]["defaultValue"] == 100 and params["layer_iter2"]["defaultValue"] == 3
     tasks = spec["root"]["dag"]["tasks"]
     assert _const(tasks["train"], "launcher") == "local"
     # tiny warm-starts iteration 2 from iteration 1's model; iteration 1 starts from scratch

@@ -10,10 +10,10 @@ Two modes:
 Both k-means runs (the flat one, and the IVF coarse quantizer's in the OPQ space) start, by default
 (``init=kmeans++``), from greedy k-means++ seeds drawn on a subsample (``kmeans_plusplus``), not from
 faiss's random rows: on clustered data random starts leave some modes with two centroids and others
-with none, which Lloyd iterations do not undo. ``init=random`` keeps faiss's random rows: lower
-inertia is not always more informative labels (k-means++ also seeds on outlying frames), and on
-the small 64-d features of the ``tiny`` model random starts gave labels with more language
-information (docs/benchmarks.md, "tiny recipe").
+with none, which Lloyd iterations do not undo. ``init=random`` keeps faiss's random rows (what the
+paper's ``index.train`` did): lower inertia is not always more informative labels, e.g. on the 64-d
+features of the ``tiny`` model random starts gave labels with more language information
+(docs/benchmarks.md, "The tiny recipe").
 
 Any index that faiss can read is accepted for labelling: an ``IndexPreTransform`` over an IVF index
 (e.g. the published ``mhubert147_faiss.index``), a bare IVF index, or a flat index of centroids.
