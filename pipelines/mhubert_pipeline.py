@@ -73,11 +73,6 @@ class PipelineOptions:
             raise BadInput("max_parallel_shards must be >= 1 and shard_retries >= 0")
 
 
-def schedule(preset: str) -> list[dict[str, Any]]:
-    """The preset's iteration schedule (``mhubert.config.iteration_schedule``)."""
-    return iteration_schedule(preset)
-
-
 def _resources(task: dsl.PipelineTask, r: StageResources) -> None:
     task.set_cpu_request(r.cpu).set_memory_request(r.memory).set_memory_limit(r.memory)
     if r.gpu:
@@ -97,7 +92,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
 
     opt = options or PipelineOptions()
     opt.validate()
-    sched = schedule(opt.preset)
+    sched = iteration_schedule(opt.preset)
     on_cluster = opt.launcher == "pytorchjob"
     first = opt.iterations[0]
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mhubert.errors import BadInput
+
 
 @dataclass
 class ClusteringConfig:
@@ -39,3 +41,7 @@ class ClusteringConfig:
     hnsw_ef_search: int = 16    # faiss default, as in the published index
     opq_niter: int = 50         # faiss default; fewer trains much faster on small CPUs
     init: str = "kmeans++"      # kmeans++ | random
+
+    def __post_init__(self) -> None:
+        if self.init not in ("kmeans++", "random"):
+            raise BadInput(f"clustering.init must be kmeans++ or random, got {self.init!r}")

@@ -347,8 +347,6 @@ def train(x: np.ndarray, cfg: ClusteringConfig) -> ClusterIndex:
     x = _as_f32(x)
     n, d = x.shape
     _check_sample(n, d, cfg)
-    if cfg.init not in INITS:
-        raise BadInput(f"clustering.init must be one of {', '.join(INITS)}, got {cfg.init!r}")
     threads = use_all_cores()
     if cfg.mode == "exact":
         log.info("exact k-means: %d x %d -> K=%d, %d iterations, %d threads", n, d, cfg.num_clusters,
