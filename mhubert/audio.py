@@ -19,9 +19,10 @@ import torchaudio.functional as AF
 import torchaudio.functional.functional as _taf
 
 from mhubert import storage
+from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import AudioError, BadInput
 
-TARGET_SR = 16000
+TARGET_SR = SAMPLE_RATE  # deprecated alias of mhubert.constants.SAMPLE_RATE
 # torchaudio's private kernel helpers, used to cache the kernel; plain AF.resample without them.
 _CACHED_RESAMPLE = all(hasattr(_taf, n) for n in ("_get_sinc_resample_kernel",
                                                  "_apply_sinc_resample_kernel"))
@@ -36,7 +37,7 @@ class AudioInfo:
     channels: int
     format: str
 
-    def n_samples(self, target_sr: int = TARGET_SR) -> int:
+    def n_samples(self, target_sr: int = SAMPLE_RATE) -> int:
         """Number of samples after resampling to ``target_sr``: round(frames * target_sr / sr)."""
         return int(round(self.frames * target_sr / self.sample_rate))
 
@@ -125,7 +126,7 @@ def _resample_kernel(orig_sr: int, target_sr: int) -> tuple[torch.Tensor, int]:
                                           None, torch.device("cpu"), torch.float32)
 
 
-def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = TARGET_SR) -> torch.Tensor:
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
     """(samples,) at ``orig_sr`` -> (samples',) at ``target_sr``: torchaudio.functional.resample
     (defaults), with its kernel cached per rate pair (building it costs more than applying it)."""
     if orig_sr == target_sr:
@@ -143,7 +144,7 @@ def normalize(wav: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(wav, wav.shape)
 
 
-def decode(data: bytes, target_sr: int = TARGET_SR, normalize: bool = False) -> torch.Tensor:
+def decode(data: bytes, target_sr: int = SAMPLE_RATE, normalize: bool = False) -> torch.Tensor:
     """Encoded audio bytes -> (samples,) float32 mono at ``target_sr``, values in [-1, 1] unless
     ``normalize``."""
     if target_sr <= 0:
@@ -158,7 +159,7 @@ def decode(data: bytes, target_sr: int = TARGET_SR, normalize: bool = False) -> 
 _normalize = normalize
 
 
-def load(url: str, target_sr: int = TARGET_SR, normalize: bool = False) -> torch.Tensor:
+def load(url: str, target_sr: int = SAMPLE_RATE, normalize: bool = False) -> torch.Tensor:
     """Read ``url`` (any fsspec URL) and :func:`decode` it; errors name the URL."""
     data = storage.read_bytes(url)
     try:
@@ -195,7 +196,7 @@ def info(url: str) -> AudioInfo:
                      format=str(i.format))
 
 
-def encode_wav(wav: torch.Tensor | np.ndarray, sample_rate: int = TARGET_SR) -> bytes:
+def encode_wav(wav: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     """(samples,) float in [-1, 1] -> 16-bit PCM wav bytes."""
     arr = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
     buf = io.BytesIO()

@@ -27,6 +27,8 @@ def load_preset(name: str) -> dict[str, Any]:
     else:
         from mhubert import storage
 
+        if not name.endswith((".yaml", ".yml")) or not storage.exists(name):
+            raise BadInput(f"unknown preset {name!r}: use {' | '.join(PRESETS)} or a YAML file/URL")
         text = storage.read_text(name)
     try:
         data = yaml.safe_load(text) or {}
@@ -79,6 +81,9 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         raise BadInput(f"{key} must be true/false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, (int, float)) and not isinstance(current, bool) \
+            and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise BadInput(f"{key} must be a number, got {value!r}")
     if isinstance(current, (list, tuple)) and isinstance(value, list):
         value = type(current)(tuple(v) if isinstance(v, list) else v for v in value)
     return value
@@ -114,6 +119,46 @@ def apply_overrides(obj: T, overrides: dict[str, Any] | list[str] | None) -> T:
         raise BadInput(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     kwargs = {k: _coerce(v, getattr(obj, k), k) for k, v in overrides.items()}
     return dataclasses.replace(obj, **kwargs)  # type: ignore[type-var]
+
+
+def route_overrides(items: list[str] | None, sections: dict[str, type]) -> dict[str, list[str]]:
+    """The one ``--set`` parser: route ``section.key=value`` to its section, and a bare ``key=value``
+    to the one section (of ``sections``: name -> dataclass) that has that key. An unknown section or
+    key, or a bare key that several sections have, is an error naming them."""
+    known = {s: {f.name for f in dataclasses.fields(c)} for s, c in sections.items()}
+    out: dict[str, list[str]] = {s: [] for s in sections}
+    for item in items or []:
+        if "=" not in item:
+            raise BadInput(f"--set {item!r} must look like section.key=value (e.g. train.lr=1e-4)")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            section, name = key.split(".", 1)
+            if section not in known:
+                raise BadInput(f"--set {item!r}: unknown section {section!r}; this command takes "
+                               f"{', '.join(sorted(known))}")
+            if name not in known[section]:
+                raise BadInput(f"--set {item!r}: {section} has no option {name!r}; known: "
+                               f"{', '.join(sorted(known[section]))}")
+        else:
+            owners = sorted(s for s, names in known.items() if key in names)
+            if not owners:
+                raise BadInput(f"--set {item!r}: no section of this command ({', '.join(sorted(known))}) "
+                               f"has an option {key!r}")
+            if len(owners) > 1:
+                raise BadInput(f"--set {item!r}: {key!r} is ambiguous, it is in {', '.join(owners)}; "
+                               f"write e.g. {owners[0]}.{key}={value}")
+            section, name = owners[0], key
+        out[section].append(f"{name}={value}")
+    return out
+
+
+def load_sections(preset: str, sections: dict[str, type], overrides: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """``{section: dataclass instance}`` from a preset plus ``--set`` overrides (routed by
+    :func:`route_overrides`)."""
+    routed = route_overrides(overrides, sections)
+    return {s: from_preset(c, s, preset, routed[s]) for s, c in sections.items()}
 
 
 def from_preset(cls: type[T], section: str, preset: str = "base",

@@ -86,3 +86,39 @@ def test_iteration_train_overrides_put_the_callers_last():
     assert apply_overrides(TrainConfig(), ["max_update=1200", "max_update=7"]).max_update == 7
     with pytest.raises(BadInput, match="iteration"):
         iteration_train_overrides("tiny", 4)
+
+
+def test_one_override_parser_routes_and_names_problems():
+    from dataclasses import dataclass
+
+    from mhubert.config import route_overrides
+
+    @dataclass
+    class A:
+        lr: float = 1.0
+        seed: int = 0
+
+    @dataclass
+    class B:
+        seed: int = 0
+        k: int = 3
+
+    secs = {"train": A, "clustering": B}
+    assert route_overrides(["lr=2", "clustering.seed=4", "k=5"], secs) == {
+        "train": ["lr=2"], "clustering": ["seed=4", "k=5"]}
+    with pytest.raises(BadInput, match="ambiguous, it is in clustering, train"):
+        route_overrides(["seed=1"], secs)
+    with pytest.raises(BadInput, match="unknown section 'model'"):
+        route_overrides(["model.x=1"], secs)
+    with pytest.raises(BadInput, match="train has no option 'max_updates'"):
+        route_overrides(["train.max_updates=5"], secs)
+
+
+def test_bad_preset_and_bad_number_are_named():
+    from mhubert.config import from_preset, load_preset
+    from mhubert.train.config import TrainConfig
+
+    with pytest.raises(BadInput, match="unknown preset 'tinny': use base | tiny"):
+        load_preset("tinny")
+    with pytest.raises(BadInput, match="max_update must be a number, got 'abc'"):
+        from_preset(TrainConfig, "train", "tiny", ["max_update=abc"])

@@ -10,158 +10,21 @@ from __future__ import annotations
 
 import logging
 import posixpath
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from mhubert import storage
-from mhubert.audio import TARGET_SR, info
+from mhubert.artifacts.manifest import Manifest, ManifestEntry, lang_dataset_from_path
+from mhubert.audio import SAMPLE_RATE, info
 from mhubert.errors import AudioError, BadInput
 from mhubert.plotting import figure_png
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One utterance: ``path`` relative to the manifest root, length in 16 kHz samples."""
-
-    path: str
-    n_samples: int
-    lang: str
-    dataset: str
-
-    @property
-    def seconds(self) -> float:
-        return self.n_samples / TARGET_SR
-
-
-@dataclass
-class Manifest:
-    """An audio root and its utterances, in a fixed order (the order of label files too)."""
-
-    root: str
-    entries: list[ManifestEntry] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, i: int) -> ManifestEntry:
-        return self.entries[i]
-
-    def __iter__(self):
-        return iter(self.entries)
-
-    # -- text form ---------------------------------------------------------------------------
-    def to_text(self) -> str:
-        lines = [self.root]
-        for e in self.entries:
-            lines.append(f"{e.path}\t{e.n_samples}\t{e.lang}\t{e.dataset}")
-        return "\n".join(lines) + "\n"
-
-    @classmethod
-    def from_text(cls, text: str, source: str = "manifest") -> Manifest:
-        """Parse the 4-column format (or fairseq's 2 columns, lang/dataset taken from the path)."""
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        if not lines:
-            raise BadInput(f"{source}: empty manifest (no root line)")
-        root = lines[0].strip()
-        if "\t" in root:
-            raise BadInput(f"{source}: line 1 must be the audio root, got a tab-separated row")
-        entries = []
-        for no, ln in enumerate(lines[1:], start=2):
-            cols = ln.rstrip("\n").split("\t")
-            if len(cols) not in (2, 4):
-                raise BadInput(f"{source}:{no}: expected 2 or 4 tab-separated columns, got {len(cols)}")
-            try:
-                n = int(cols[1])
-            except ValueError as e:
-                raise BadInput(f"{source}:{no}: n_samples {cols[1]!r} is not an integer") from e
-            if n < 0:
-                raise BadInput(f"{source}:{no}: negative n_samples {n}")
-            if len(cols) == 4:
-                lang, dataset = cols[2], cols[3]
-            else:
-                lang, dataset = lang_dataset_from_path(cols[0])
-            entries.append(ManifestEntry(cols[0], n, lang, dataset))
-        return cls(root, entries)
-
-    @classmethod
-    def read(cls, url: str) -> Manifest:
-        """Read a manifest file, or ``<dir>/manifest.tsv`` when ``url`` is a directory."""
-        fs, path = storage.get_fs(url)
-        if fs.isdir(path):
-            url = storage.join(url, "manifest.tsv")
-        return cls.from_text(storage.read_text(url), source=url)
-
-    def write(self, url: str) -> None:
-        """Atomically write the text form to ``url``."""
-        storage.atomic_write_text(url, self.to_text())
-
-    # -- queries -----------------------------------------------------------------------------
-    def url_of(self, i: int) -> str:
-        return storage.join(self.root, self.entries[i].path)
-
-    @property
-    def languages(self) -> list[str]:
-        return sorted({e.lang for e in self.entries})
-
-    @property
-    def datasets(self) -> list[str]:
-        return sorted({e.dataset for e in self.entries})
-
-    @property
-    def keys(self) -> list[tuple[str, str]]:
-        """(lang, dataset) of every utterance, in order (what TwoLevelSampler takes)."""
-        return [(e.lang, e.dataset) for e in self.entries]
-
-    @property
-    def n_samples(self) -> list[int]:
-        return [e.n_samples for e in self.entries]
-
-    def counts(self, by: str = "utterances") -> dict[tuple[str, str], float]:
-        """Utterances or hours per (lang, dataset)."""
-        if by not in ("utterances", "hours"):
-            raise BadInput(f"counts(by=...) must be 'utterances' or 'hours', got {by!r}")
-        out: dict[tuple[str, str], float] = defaultdict(float)
-        for e in self.entries:
-            out[(e.lang, e.dataset)] += 1.0 if by == "utterances" else e.n_samples / TARGET_SR / 3600
-        return dict(out)
-
-    def select(self, indices: Iterable[int]) -> Manifest:
-        return Manifest(self.root, [self.entries[int(i)] for i in indices])
-
-    def stats(self) -> dict:
-        """Utterances and hours per language, per dataset, per (lang, dataset), and totals."""
-        def agg(key) -> dict[str, dict[str, float]]:
-            d: dict[str, dict[str, float]] = {}
-            for e in self.entries:
-                k = key(e)
-                s = d.setdefault(k, {"utterances": 0, "hours": 0.0})
-                s["utterances"] += 1
-                s["hours"] += e.n_samples / TARGET_SR / 3600
-            return dict(sorted(d.items()))
-
-        return {
-            "languages": agg(lambda e: e.lang),
-            "datasets": agg(lambda e: e.dataset),
-            "lang_dataset": agg(lambda e: f"{e.lang}/{e.dataset}"),
-            "total": {"utterances": len(self.entries),
-                      "hours": sum(e.n_samples for e in self.entries) / TARGET_SR / 3600},
-        }
-
-
-def lang_dataset_from_path(path: str) -> tuple[str, str]:
-    """``<dataset>/<lang>/<file>`` (possibly deeper) -> (lang, dataset)."""
-    parts = [p for p in path.split("/") if p]
-    if len(parts) < 3:
-        raise BadInput(f"cannot infer lang/dataset from {path!r}: expected <dataset>/<lang>/<file>")
-    return parts[-2], parts[-3]
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -203,7 +66,7 @@ def _measure(url: str) -> tuple[int | None, str | None]:
         return None, str(e).removeprefix(f"{url}: ")
     except Exception as e:  # noqa: BLE001 - one bad file must never abort the scan
         return None, f"unreadable: {type(e).__name__}: {e}"
-    n = i.n_samples(TARGET_SR)
+    n = i.n_samples(SAMPLE_RATE)
     if n <= 0:
         return None, "zero-length audio (no frames)"
     return n, None
@@ -221,14 +84,14 @@ def build(root: str, rows: Sequence[tuple[str, str, str]], min_seconds: float = 
                              unit="file", disable=not progress))
     entries: list[ManifestEntry] = []
     rejects: list[tuple[str, str]] = []
-    lo, hi = round(min_seconds * TARGET_SR), round(max_seconds * TARGET_SR)
+    lo, hi = round(min_seconds * SAMPLE_RATE), round(max_seconds * SAMPLE_RATE)
     for (rel, lang, dataset), (n, err) in zip(rows, measured, strict=True):
         if err is not None:
             rejects.append((rel, err))
         elif n < lo:
-            rejects.append((rel, f"too short: {n / TARGET_SR:.3f} s < {min_seconds} s"))
+            rejects.append((rel, f"too short: {n / SAMPLE_RATE:.3f} s < {min_seconds} s"))
         elif n > hi:
-            rejects.append((rel, f"too long: {n / TARGET_SR:.3f} s > {max_seconds} s"))
+            rejects.append((rel, f"too long: {n / SAMPLE_RATE:.3f} s > {max_seconds} s"))
         else:
             entries.append(ManifestEntry(rel, n, lang, dataset))
     return BuildResult(Manifest(root.rstrip("/"), entries), rejects)

@@ -27,7 +27,7 @@ import torch
 import torchaudio.functional as AF
 
 from mhubert import storage
-from mhubert.audio import TARGET_SR, decode, encode_wav
+from mhubert.audio import SAMPLE_RATE, decode, encode_wav
 from mhubert.errors import BadInput, MhubertError
 
 log = logging.getLogger(__name__)
@@ -143,18 +143,18 @@ def _condition(wav: torch.Tensor, u: Utterance, style: DatasetStyle, seed: int,
                min_seconds: float, max_seconds: float) -> torch.Tensor:
     """Pad/trim to [min_seconds, max_seconds], add reverb and noise as the dataset style says."""
     r = _rng(seed, "cond", u.path)
-    lead = int(r.uniform(0.05, 0.3) * TARGET_SR)
+    lead = int(r.uniform(0.05, 0.3) * SAMPLE_RATE)
     x = torch.cat([torch.zeros(lead), wav])
-    lo, hi = int(min_seconds * TARGET_SR), int(max_seconds * TARGET_SR)
+    lo, hi = int(min_seconds * SAMPLE_RATE), int(max_seconds * SAMPLE_RATE)
     if x.numel() < lo:
-        x = torch.cat([x, torch.zeros(lo - x.numel() + int(0.1 * TARGET_SR))])
+        x = torch.cat([x, torch.zeros(lo - x.numel() + int(0.1 * SAMPLE_RATE))])
     if x.numel() > hi:
         x = x[:hi].clone()
         fade = min(800, hi)
         x[-fade:] *= torch.linspace(1.0, 0.0, fade)
     if style.reverb_s > 0:
-        n = int(style.reverb_s * TARGET_SR)
-        t = torch.arange(n, dtype=torch.float32) / TARGET_SR
+        n = int(style.reverb_s * SAMPLE_RATE)
+        t = torch.arange(n, dtype=torch.float32) / SAMPLE_RATE
         ir = torch.from_numpy(r.standard_normal(n).astype(np.float32)) * torch.exp(-t / (style.reverb_s / 5))
         ir[0] = 1.0 / 0.3
         ir = ir * 0.3
@@ -169,7 +169,7 @@ def _condition(wav: torch.Tensor, u: Utterance, style: DatasetStyle, seed: int,
 
 def _render(u: Utterance, seed: int, min_seconds: float, max_seconds: float) -> bytes:
     style = next(d for d in DATASETS if d.name == u.dataset)
-    wav = decode(_espeak(u), target_sr=TARGET_SR)
+    wav = decode(_espeak(u), target_sr=SAMPLE_RATE)
     return encode_wav(_condition(wav, u, style, seed, min_seconds, max_seconds))
 
 
