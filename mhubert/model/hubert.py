@@ -269,23 +269,27 @@ class HubertModel(nn.Module):
         return out if keep_all else [x]
 
     # -- public API ----------------------------------------------------------------------------
-    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """num_layers + 1 tensors (B, T, D): [0] after pos_conv + LayerNorm, [i] output of layer i."""
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
+                      num_layers: int | None = None) -> list[torch.Tensor]:
+        """The one public way to hidden states: ``num_layers + 1`` tensors (B, T, D), [0] after
+        pos_conv + LayerNorm, [i] the output of layer i (transformers' ``output_hidden_states``).
+
+        ``num_layers`` (0..L, default L) stops after that layer: layers above it are never run.
+        """
+        n = len(self.layers) if num_layers is None else int(num_layers)
+        if not 0 <= n <= len(self.layers):
+            raise BadInput(f"layer must be in [0, {len(self.layers)}], got {n}")
         lengths = self._check(wav, lengths)
         feats, flen = self.extract_features(wav, lengths)
-        return self.encode(self.project(feats), flen, keep_all=True)
+        return self.encode(self.project(feats), flen, num_layers=n, keep_all=True)
 
     def extract_layer(self, wav: torch.Tensor, lengths: torch.Tensor | None, layer: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden_states()[layer] (B, T, D) and frame lengths (B,); runs no layer above ``layer``."""
-        if not 0 <= layer <= len(self.layers):
-            raise BadInput(f"layer must be in [0, {len(self.layers)}], got {layer}")
-        checked = self._check(wav, lengths)
-        feats, flen = self.extract_features(wav, checked)
-        x = self.encode(self.project(feats), flen, num_layers=layer)[0]
-        if flen is None:
-            flen = torch.full((wav.shape[0],), x.shape[1], dtype=torch.long, device=wav.device)
-        return x, flen
+        x = self.hidden_states(wav, lengths, num_layers=layer)[-1]
+        flen = (self.frame_lengths(lengths) if lengths is not None
+                else torch.full((wav.shape[0],), x.shape[1], dtype=torch.long, device=wav.device))
+        return x, flen.to(wav.device)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Last layer (B, T, D)."""
