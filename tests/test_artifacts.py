@@ -98,3 +98,24 @@ def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a)
     return buf.getvalue()
+
+
+def test_decide_reuses_same_stops_on_different_and_forces(tmp_path):
+    from mhubert.artifacts import StaleArtifact, decide
+
+    run = TrainRun(str(tmp_path / "train"))
+    settings = {"train": {"max_update": 50, "lr": 0.005}}
+    assert decide(run, settings, {"labels": "L1"}) == "compute"
+    run.write_text("log.jsonl", "")
+    run.commit({"step": 50}, settings=settings, inputs={"labels": "L1"})
+    assert decide(run, settings, {"labels": "L1"}) == "reuse"
+    more = {"train": {"max_update": 100, "lr": 0.005}}
+    with pytest.raises(StaleArtifact, match=r"train.max_update: 50 -> 100.*--resume.*--force"):
+        decide(run, more, {"labels": "L1"}, resumable=True)
+    with pytest.raises(StaleArtifact, match=r"input labels: \"L1\" -> \"L2\""):
+        decide(run, settings, {"labels": "L2"})
+    assert decide(run, more, {"labels": "L1"}, on_change="resume", resumable=True) == "resume"
+    assert not run.is_committed()
+    run.commit({"step": 50}, settings=settings, inputs={"labels": "L1"})
+    assert decide(run, more, {"labels": "L1"}, on_change="force") == "compute"
+    assert not run.is_committed()
