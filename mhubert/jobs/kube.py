@@ -165,14 +165,17 @@ def delete(kind: Kind, name: str, namespace: str, api: Any = None) -> None:
 
 def wait(kind: Kind, name: str, namespace: str, api: Any = None, timeout_s: float = WEEK_S,
          poll_s: float = 15.0, on_status: Callable[[str, dict[str, Any]], None] | None = None,
-         sleep: Callable[[float], None] = time.sleep,
-         clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+         sleep: Callable[[float], None] | None = None,
+         clock: Callable[[], float] | None = None) -> dict[str, Any]:
     """Poll until the job reaches ``kind.complete`` (returns the object) or ``Failed`` (raises
     :class:`JobFailed` with the condition's reason and message).
 
     ``on_status(phase, obj)`` is called on every change of phase. Raises :class:`JobTimeout` after
-    ``timeout_s`` seconds, naming the last phase.
+    ``timeout_s`` seconds, naming the last phase. ``sleep``/``clock`` default to this module's
+    ``time.sleep``/``time.monotonic``, looked up at call time.
     """
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
     api = api or custom_objects_api()
     deadline = clock() + timeout_s
     seen: str | None = None
@@ -213,7 +216,7 @@ class LogFollower:
         self._thread = threading.Thread(target=self._run, name="job-logs", daemon=True)
 
     def start(self) -> LogFollower:
-        if not self._thread.is_alive() and not self._stop.is_set():
+        if not self._thread.ident and not self._stop.is_set():    # at most once
             self._thread.start()
         return self
 
