@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers.kube import NODE0_LOG, Controller, crd_validator, write_kubeconfig
+from helpers.kube import NODE0_LOG, Controller, FakeTime, crd_validator, write_kubeconfig
 
 from mhubert.errors import BadInput
 from mhubert.jobs import kube, launch
@@ -160,17 +160,12 @@ def test_failure_surfaces_reason(k8s):
 
 def test_timeout_deletes_with_policy_always(k8s):
     api, _ = k8s
-    now = [0.0]
-    ctl = _controller(api, "default", ["created", "running"] + ["idle"] * 10)
-
-    def sleep(s: float) -> None:
-        now[0] += s
-        ctl(s)
-
+    fake = FakeTime(_controller(api, "default", ["created", "running"] + ["idle"] * 10))
     with pytest.raises(kube.JobTimeout, match="did not finish within 60 s.*Running"):
         launch.run_training("pytorchjob", _spec(), namespace="default", api=api, timeout_s=60, poll_s=15,
-                            sleep=sleep, clock=lambda: now[0], delete_policy="always", sink=lambda line: None)
-    assert now[0] == 60
+                            sleep=fake.sleep, clock=fake.monotonic, delete_policy="always",
+                            sink=lambda line: None)
+    assert fake.now == 60
     from kubernetes.client.exceptions import ApiException
     with pytest.raises(ApiException) as e:
         api.get_namespaced_custom_object(pj.GROUP, pj.VERSION, "default", pj.PLURAL, "mhubert-it1")

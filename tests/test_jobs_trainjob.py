@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 import yaml
-from helpers.kube import NODE0_LOG, Controller, chart_runtime, crd_validator, write_kubeconfig
+from helpers.kube import NODE0_LOG, Controller, FakeTime, chart_runtime, crd_validator, write_kubeconfig
 
 from mhubert.errors import BadInput
 from mhubert.jobs import kube, launch
@@ -201,17 +201,12 @@ def test_failure_surfaces_reason_and_keeps_the_job(k8s):
 @pytest.mark.parametrize("policy,kept", [("always", False), ("never", True), ("on-success", True)])
 def test_timeout_and_delete_policy(k8s, policy, kept):
     api, _ = k8s
-    now = [0.0]
-    ctl = _controller(api, ["created"] + ["idle"] * 10)
-
-    def sleep(s):
-        now[0] += s
-        ctl(s)
-
+    fake = FakeTime(_controller(api, ["created"] + ["idle"] * 10))
     with pytest.raises(kube.JobTimeout, match="did not finish within 60 s.*last status: Created"):
         launch.run_training("trainjob", _spec(), namespace="team-a", api=api, timeout_s=60, poll_s=15,
-                            sleep=sleep, clock=lambda: now[0], delete_policy=policy, sink=lambda line: None)
-    assert now[0] == 60
+                            sleep=fake.sleep, clock=fake.monotonic, delete_policy=policy,
+                            sink=lambda line: None)
+    assert fake.now == 60
     items = api.list_namespaced_custom_object(G, V, "team-a", P)["items"]
     assert bool(items) is kept
 
