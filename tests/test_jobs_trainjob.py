@@ -254,3 +254,26 @@ def test_job_cli_submit_wait_and_delete(k8s, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "DeadlineExceeded: deadline exceeded" in err and "Traceback" not in err
     assert not api.list_namespaced_custom_object(G, V, "team-b", P)["items"]
+
+
+def test_cli_errors_name_the_problem(k8s, tmp_path, monkeypatch, capsys):
+    """A job that does not exist, and an API server that cannot be reached: one line each, no traceback."""
+    import socket
+
+    from mhubert.cli import main
+
+    api, cfg = k8s
+    monkeypatch.setenv("MHUBERT_NAMESPACE", "team-b")
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", cfg.host, "team-b")))
+    assert main(["job", "wait", "no-such-job", "--timeout", "5", "--poll", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "reading TrainJob team-b/no-such-job: HTTP 404" in err and len(err.splitlines()) == 1
+    with socket.socket() as s:                     # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "closed", closed, "team-b")))
+    assert main(["job", "submit", "--name", "j", "--image", "i", "--manifest", "m", "--labels", "l",
+                 "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"cannot reach the Kubernetes API server at {closed}" in err and "creating TrainJob team-b/j" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -9,12 +9,13 @@ message, sleeps whole seconds and serves only TrainJobs. The namespace is resolv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from mhubert.errors import BadInput, MhubertError
@@ -49,6 +50,7 @@ class Kind:
     kind: str
     complete: str
     phase: Callable[[dict[str, Any]], str]
+    operator: str = "its operator"      # who serves the kind, for error messages
 
     @property
     def api_version(self) -> str:
@@ -91,8 +93,9 @@ def custom_objects_api(api_client: Any = None) -> Any:
     return client.CustomObjectsApi(api_client)
 
 
-def api_error(e: Exception, what: str) -> MhubertError:
-    """One line naming the call and the API server's answer (its Status message when it has one)."""
+def api_error(e: Exception, what: str, kind: Kind | None = None) -> MhubertError:
+    """One line naming the call, the API server's answer (its Status message when it has one) and,
+    for the usual causes, what to check."""
     import json
 
     status = getattr(e, "status", None)
@@ -102,7 +105,30 @@ def api_error(e: Exception, what: str) -> MhubertError:
         body = json.loads(body).get("message", body)
     except (ValueError, TypeError, AttributeError):
         pass
-    return MhubertError(" ".join(f"{what}: HTTP {status} {reason} {body}".split()))
+    hint = ""
+    if status in (401, 403):
+        hint = (" (the credentials or the service account's Role do not allow it; charts/mhubert-platform's "
+                "Role covers trainjobs and pytorchjobs in its namespace)")
+    elif status == 404 and kind is not None and what.startswith("creating"):
+        hint = (f" (is {kind.operator} installed, serving {kind.api_version} {kind.plural}, and does the "
+                "namespace exist?)")
+    return MhubertError(" ".join(f"{what}: HTTP {status} {reason} {body}".split()) + hint)
+
+
+@contextlib.contextmanager
+def api_errors(what: str, kind: Kind, api: Any) -> Iterator[None]:
+    """Turn the kubernetes client's errors inside the block into one-line MhubertErrors."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except ApiException as e:
+        raise api_error(e, what, kind) from e
+    except HTTPError as e:
+        host = getattr(getattr(getattr(api, "api_client", None), "configuration", None), "host", "?")
+        raise MhubertError(f"{what}: cannot reach the Kubernetes API server at {host} "
+                           f"({type(e).__name__}; check the kubeconfig or the pod's network)") from e
 
 
 def latest_condition(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -129,25 +155,22 @@ def submit(kind: Kind, manifest: dict[str, Any], namespace: str | None = None, a
     ns = namespace or manifest.get("metadata", {}).get("namespace") or current_namespace()
     name = manifest["metadata"]["name"]
     body = {**manifest, "metadata": {**manifest["metadata"], "namespace": ns}}
-    try:
-        obj = api.create_namespaced_custom_object(kind.group, kind.version, ns, kind.plural, body)
-        log.info("created %s %s/%s", kind.kind, ns, name)
-        return obj
-    except ApiException as e:
-        if e.status == 409 and exist_ok:
+    with api_errors(f"creating {kind.kind} {ns}/{name}", kind, api):
+        try:
+            obj = api.create_namespaced_custom_object(kind.group, kind.version, ns, kind.plural, body)
+        except ApiException as e:
+            if e.status != 409 or not exist_ok:
+                raise
             log.info("%s %s/%s already exists; waiting on it", kind.kind, ns, name)
             return get(kind, name, ns, api)
-        raise api_error(e, f"creating {kind.kind} {ns}/{name}") from e
+    log.info("created %s %s/%s", kind.kind, ns, name)
+    return obj
 
 
 def get(kind: Kind, name: str, namespace: str, api: Any = None) -> dict[str, Any]:
-    from kubernetes.client.exceptions import ApiException
-
     api = api or custom_objects_api()
-    try:
+    with api_errors(f"reading {kind.kind} {namespace}/{name}", kind, api):
         return api.get_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
-    except ApiException as e:
-        raise api_error(e, f"reading {kind.kind} {namespace}/{name}") from e
 
 
 def delete(kind: Kind, name: str, namespace: str, api: Any = None) -> None:
@@ -155,12 +178,14 @@ def delete(kind: Kind, name: str, namespace: str, api: Any = None) -> None:
     from kubernetes.client.exceptions import ApiException
 
     api = api or custom_objects_api()
-    try:
-        api.delete_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
-        log.info("deleted %s %s/%s", kind.kind, namespace, name)
-    except ApiException as e:
-        if e.status != 404:
-            raise api_error(e, f"deleting {kind.kind} {namespace}/{name}") from e
+    with api_errors(f"deleting {kind.kind} {namespace}/{name}", kind, api):
+        try:
+            api.delete_namespaced_custom_object(kind.group, kind.version, namespace, kind.plural, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return
+    log.info("deleted %s %s/%s", kind.kind, namespace, name)
 
 
 def wait(kind: Kind, name: str, namespace: str, api: Any = None, timeout_s: float = WEEK_S,

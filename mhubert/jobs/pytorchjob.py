@@ -27,7 +27,9 @@ def phase(obj: dict[str, Any]) -> str:
     return cond["type"] if cond else "Pending"
 
 
-PYTORCHJOB = kube.Kind(GROUP, VERSION, PLURAL, KIND, complete="Succeeded", phase=phase)
+PYTORCHJOB = kube.Kind(GROUP, VERSION, PLURAL, KIND, complete="Succeeded", phase=phase,
+                       operator="the Kubeflow Training Operator v1 "
+                                "(--launcher trainjob for Kubeflow Trainer v2)")
 
 
 def _replica(spec: JobSpec, replicas: int) -> dict[str, Any]:

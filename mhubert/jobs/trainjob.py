@@ -42,7 +42,8 @@ def phase(obj: dict[str, Any]) -> str:
     return "Created" if jobs else "Pending"
 
 
-TRAINJOB = kube.Kind(GROUP, VERSION, PLURAL, KIND, complete="Complete", phase=phase)
+TRAINJOB = kube.Kind(GROUP, VERSION, PLURAL, KIND, complete="Complete", phase=phase,
+                     operator="Kubeflow Trainer v2 (--launcher pytorchjob for the v1 Training Operator)")
 
 
 def _runtime_patch(spec: JobSpec) -> dict[str, Any]:
