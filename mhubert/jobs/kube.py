@@ -230,7 +230,8 @@ class LogFollower:
     """Copies the lines of one pod's log into ``sink`` from a background thread.
 
     ``fetch()`` returns the lines (a following stream that ends with the container) or nothing while
-    the pod is not running yet; it is retried every ``retry_s`` until it yields or :meth:`stop`.
+    the pod is not running yet; it is retried every ``retry_s`` until it yields or :meth:`stop`
+    (after which it is read once more at most).
     Errors reading logs are logged, never raised: logs are a convenience, the job's status is the truth.
     """
 
@@ -246,7 +247,7 @@ class LogFollower:
         return self
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while True:     # at least one read, even when the job ended before this thread got going
             got = False
             try:
                 for line in self._fetch() or ():
@@ -254,9 +255,8 @@ class LogFollower:
                     got = True
             except Exception as e:  # noqa: BLE001 (see the class docstring)
                 log.warning("could not read the job's logs: %s", e)
-            if got:
+            if got or self._stop.wait(self._retry_s):
                 return
-            self._stop.wait(self._retry_s)
 
     def stop(self, join_s: float = 30.0) -> None:
         """Stop retrying and give a running stream ``join_s`` seconds to drain."""
