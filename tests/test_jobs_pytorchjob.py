@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers.kube import NODE0_LOG, Controller, FakeTime, crd_validator, write_kubeconfig
+from helpers.kube import NODE0_LOG, Controller, FakeTime, crd_validator
 
 from mhubert.errors import BadInput
 from mhubert.jobs import kube, launch
@@ -170,22 +170,3 @@ def test_timeout_deletes_with_policy_always(k8s):
     with pytest.raises(ApiException) as e:
         api.get_namespaced_custom_object(pj.GROUP, pj.VERSION, "default", pj.PLURAL, "mhubert-it1")
     assert e.value.status == 404
-
-
-def test_job_cli_submit_and_wait(k8s, tmp_path, monkeypatch, capsys):
-    """``mhubert job submit`` / ``job wait`` through a kubeconfig, as a user would run them."""
-    from mhubert.cli import main
-
-    api, cfg = k8s
-    monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", cfg.host, "team-b")))
-    monkeypatch.setenv("MHUBERT_NAMESPACE", "team-b")
-    assert main(["job", "submit", "--launcher", "pytorchjob", "--name", "cli-job", "--image", "img:1",
-                 "--manifest", "m", "--labels", "l", "--out", "o", "--gpus-per-node", "0"]) == 0
-    obj = api.get_namespaced_custom_object(pj.GROUP, pj.VERSION, "team-b", pj.PLURAL, "cli-job")
-    (container,) = obj["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"]
-    assert container["image"] == "img:1"
-    api.patch_namespaced_custom_object(pj.GROUP, pj.VERSION, "team-b", pj.PLURAL, "cli-job", {"status": {
-        "conditions": [{"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "pod oom"}]}})
-    assert main(["job", "wait", "--launcher", "pytorchjob", "cli-job", "--timeout", "5", "--poll", "0"]) == 2
-    err = capsys.readouterr().err
-    assert "OOMKilled: pod oom" in err and len(err.strip().splitlines()) == 1

@@ -236,24 +236,29 @@ def test_trainer_client_reads_our_job(k8s):
     assert job.runtime.name == "mhubert-torch" and job.runtime.trainer.framework == "torch"
 
 
-def test_job_cli_submit_wait_and_delete(k8s, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("launcher", ["trainjob", "pytorchjob"])
+def test_job_cli_submit_wait_and_delete(k8s, tmp_path, monkeypatch, capsys, launcher):
     """``mhubert job submit`` / ``job wait --delete always`` through a kubeconfig, as a user would."""
     from mhubert.cli import main
 
     api, cfg = k8s
+    kind = launch.KINDS[launcher]
     monkeypatch.setenv("KUBECONFIG", str(write_kubeconfig(tmp_path / "config", cfg.host, "team-b")))
     monkeypatch.setenv("MHUBERT_NAMESPACE", "team-b")
-    assert main(["job", "submit", "--name", "cli-job", "--image", "img:1", "--manifest", "m", "--labels", "l",
-                 "--out", "o", "--gpus-per-node", "0"]) == 0
-    obj = api.get_namespaced_custom_object(G, V, "team-b", P, "cli-job")
-    assert obj["spec"]["trainer"]["image"] == "img:1"
-    api.patch_namespaced_custom_object(G, V, "team-b", P, "cli-job", {"status": {"conditions": [
-        {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "deadline exceeded",
-         "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
-    assert main(["job", "wait", "cli-job", "--timeout", "5", "--poll", "0", "--delete", "always"]) == 2
-    err = capsys.readouterr().err
-    assert "DeadlineExceeded: deadline exceeded" in err and "Traceback" not in err
-    assert not api.list_namespaced_custom_object(G, V, "team-b", P)["items"]
+    assert main(["job", "submit", "--launcher", launcher, "--name", "cli-job", "--image", "img:1",
+                 "--manifest", "m", "--labels", "l", "--out", "o", "--gpus-per-node", "0"]) == 0
+    obj = api.get_namespaced_custom_object(kind.group, kind.version, "team-b", kind.plural, "cli-job")
+    assert obj["kind"] == kind.kind and "img:1" in yaml.safe_dump(obj)
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "deadline exceeded",
+              "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    api.patch_namespaced_custom_object(kind.group, kind.version, "team-b", kind.plural, "cli-job",
+                                       {"status": {"conditions": [failed]}})
+    assert main(["job", "wait", "cli-job", "--launcher", launcher, "--timeout", "5", "--poll", "0",
+                 "--delete", "always"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{kind.kind} team-b/cli-job failed: DeadlineExceeded: deadline exceeded")
+    assert len(err.splitlines()) == 1
+    assert not api.list_namespaced_custom_object(kind.group, kind.version, "team-b", kind.plural)["items"]
 
 
 def test_cli_errors_name_the_problem(k8s, tmp_path, monkeypatch, capsys):
@@ -275,5 +280,6 @@ def test_cli_errors_name_the_problem(k8s, tmp_path, monkeypatch, capsys):
     assert main(["job", "submit", "--name", "j", "--image", "i", "--manifest", "m", "--labels", "l",
                  "--out", "o"]) == 2
     err = capsys.readouterr().err.strip()
-    assert f"cannot reach the Kubernetes API server at {closed}" in err and "creating TrainJob team-b/j" in err
+    assert f"cannot reach the Kubernetes API server at {closed}" in err
+    assert "creating TrainJob team-b/j" in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
