@@ -249,8 +249,8 @@ def test_job_cli_submit_wait_and_delete(k8s, tmp_path, monkeypatch, capsys, laun
                  "--manifest", "m", "--labels", "l", "--out", "o", "--gpus-per-node", "0"]) == 0
     obj = api.get_namespaced_custom_object(kind.group, kind.version, "team-b", kind.plural, "cli-job")
     assert obj["kind"] == kind.kind and "img:1" in yaml.safe_dump(obj)
-    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "deadline exceeded",
-              "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    failed = {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+              "message": "deadline exceeded", "lastTransitionTime": "2026-01-01T00:00:00Z"}
     api.patch_namespaced_custom_object(kind.group, kind.version, "team-b", kind.plural, "cli-job",
                                        {"status": {"conditions": [failed]}})
     assert main(["job", "wait", "cli-job", "--launcher", launcher, "--timeout", "5", "--poll", "0",
