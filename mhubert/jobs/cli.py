@@ -62,8 +62,9 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 def _add_wait_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=kube.WEEK_S, help="seconds to wait")
     p.add_argument("--poll", type=float, default=15.0, help="seconds between status polls")
-    p.add_argument("--delete", dest="delete_policy", choices=kube.DELETE_POLICIES, default="never",
-                   help="delete the job when it ends: on-success, always or never (default)")
+    p.add_argument("--delete", dest="delete_policy", choices=kube.DELETE_POLICIES, default="on-success",
+                   help="when to delete the job: on-success (default; a failed job stays for inspection), "
+                        "always or never")
 
 
 def train_args(args: argparse.Namespace) -> list[str]:
