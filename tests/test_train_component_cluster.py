@@ -84,6 +84,8 @@ def test_complete(cluster, tmp_path, monkeypatch, capsys, launcher):
     job = ctl.created
     assert job["metadata"]["namespace"] == "team-a" and job["metadata"]["name"].startswith("mhubert-it1-")
     assert job["metadata"]["labels"]["mhubert/iteration"] == "1"
+    deadline = job["spec"].get("activeDeadlineSeconds") or job["spec"]["runPolicy"]["activeDeadlineSeconds"]
+    assert deadline == 3600                      # timeout_hours: the cluster stops a job nobody waits for
     if launcher == "trainjob":
         t = job["spec"]["trainer"]
         assert job["spec"]["runtimeRef"]["name"] == chart_runtime("team-a")["metadata"]["name"]

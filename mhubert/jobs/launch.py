@@ -47,14 +47,17 @@ def train_on_cluster(launcher: str, train_args: list[str], out: str, iteration: 
                      timeout_s: float = kube.WEEK_S, run_id: str = "", delete_policy: str = "on-success",
                      poll_s: float = 30.0, **spec_kwargs: Any) -> dict[str, Any]:
     """The pipeline's train step on the cluster: one job per (run, output URL), named so that a retried
-    task finds and waits on the job it created before; S3 endpoint from this pod's ``AWS_ENDPOINT_URL``."""
+    task finds and waits on the job it created before; S3 endpoint from this pod's ``AWS_ENDPOINT_URL``.
+    The job's ``activeDeadlineSeconds`` is the wait's timeout, so a job nobody waits for any more is
+    stopped by the cluster instead of holding its GPUs."""
     if not image:
         raise BadInput(f"launcher={launcher} needs the training image (the pipeline's gpu_image)")
     digest = hashlib.sha256(f"{run_id}|{out}".encode()).hexdigest()[:10]
     spec = JobSpec(name=f"mhubert-it{iteration}-{digest}", image=image, train_args=list(train_args),
                    nodes=nodes, gpus_per_node=gpus_per_node, s3_secret=s3_secret or None,
                    s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
-                   labels={"mhubert/iteration": str(iteration)}, **spec_kwargs)
+                   labels={"mhubert/iteration": str(iteration)},
+                   active_deadline_seconds=max(1, int(timeout_s)), **spec_kwargs)
     return run_training(launcher, spec, timeout_s=timeout_s, poll_s=poll_s, delete_policy=delete_policy,
                         sink=lambda line: print(line, flush=True))
 
