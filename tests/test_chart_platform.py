@@ -183,3 +183,13 @@ def test_runtime_and_podmonitor_are_optional():
     kinds = _by_kind(_render({"trainingRuntime": {"create": False, "name": "mhubert-torch", "numNodes": 1,
                                                   "metricsPort": 9400, "tmpSizeLimit": "8Gi"}}))
     assert not {"TrainingRuntime", "PodMonitor"} & set(kinds)
+
+
+def test_training_runtime_round_trips_through_the_trainer_api_models():
+    """kubeflow-trainer-api's models (generated from Trainer's OpenAPI; the SDK reads runtimes with
+    them) parse the runtime with the right types and drop nothing: no field is unknown to Trainer."""
+    models = pytest.importorskip("kubeflow_trainer_api.models")
+    (rt,) = _by_kind(_render())["TrainingRuntime"]
+    assert models.TrainerV1alpha1TrainingRuntime.from_dict(rt).to_dict() == rt
+    misspelt = {**rt, "spec": {**rt["spec"], "mlPolicyz": {}}}        # dropped, so the check sees it
+    assert models.TrainerV1alpha1TrainingRuntime.from_dict(misspelt).to_dict() != misspelt

@@ -106,6 +106,15 @@ def test_render_values():
     assert "serviceAccountName" not in _pod_patch(m1)["spec"]
 
 
+def test_render_round_trips_through_the_trainer_api_models():
+    """The SDK's models of the Trainer API (kubeflow-trainer-api) read every field we write."""
+    models = pytest.importorskip("kubeflow_trainer_api.models")
+    m = tj.render(_spec(service_account="trainer", node_selector={"gpu": "h100"}, pvcs={"corpus": "/data"},
+                        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                        active_deadline_seconds=60, labels={"mhubert/iteration": "2"}), "team-a")
+    assert models.TrainerV1alpha1TrainJob.from_dict(m).to_dict() == m
+
+
 def test_cluster_runtime_option(crd):
     m = tj.render(_spec(runtime="torch-distributed", runtime_kind="ClusterTrainingRuntime"))
     crd.validate(m)
