@@ -282,6 +282,8 @@ def test_cli_errors_name_the_problem(k8s, tmp_path, monkeypatch, capsys):
     assert main(["job", "wait", "no-such-job", "--timeout", "5", "--poll", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert "reading TrainJob team-b/no-such-job: HTTP 404" in err and len(err.splitlines()) == 1
+    assert main(["job", "wait", "x", "--poll", "-1"]) == 2
+    assert "poll interval >= 0" in capsys.readouterr().err
     with socket.socket() as s:                     # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"

@@ -199,6 +199,9 @@ def wait(kind: Kind, name: str, namespace: str, api: Any = None, timeout_s: floa
     ``timeout_s`` seconds, naming the last phase. ``sleep``/``clock`` default to this module's
     ``time.sleep``/``time.monotonic``, looked up at call time.
     """
+    if timeout_s <= 0 or poll_s < 0:
+        raise BadInput(f"the wait needs a timeout > 0 and a poll interval >= 0 seconds, got {timeout_s:g} "
+                       f"and {poll_s:g}")
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     api = api or custom_objects_api()
