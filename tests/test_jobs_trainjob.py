@@ -8,7 +8,16 @@ import argparse
 
 import pytest
 import yaml
-from helpers.kube import NODE0_LOG, Controller, FakeTime, chart_runtime, crd_validator, write_kubeconfig
+from helpers.kube import (
+    NODE0_LOG,
+    Controller,
+    FakeTime,
+    chart_runtime,
+    crd_validator,
+    load_yaml,
+    schema_file,
+    write_kubeconfig,
+)
 
 from mhubert.errors import BadInput
 from mhubert.jobs import kube, launch
@@ -113,6 +122,24 @@ def test_render_round_trips_through_the_trainer_api_models():
                         tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
                         active_deadline_seconds=60, labels={"mhubert/iteration": "2"}), "team-a")
     assert models.TrainerV1alpha1TrainJob.from_dict(m).to_dict() == m
+
+
+def test_names_follow_the_crd_rule():
+    """The CRD's CEL rule on metadata.name (not evaluated by jsonschema) and render agree."""
+    import re
+
+    crd_doc = load_yaml(schema_file("trainer.kubeflow.org_trainjobs.yaml"))
+    rules = [r["rule"] for r in crd_doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+             ["x-kubernetes-validations"] if "matches(" in r["rule"]]
+    (pattern,) = [re.search(r"matches\('(.+)'\)", r).group(1) for r in rules]
+    for name in ("mhubert-it1", "a", "1st-run", "run-", "r2d2"):
+        upstream_ok = re.match(pattern, name) is not None
+        try:
+            tj.render(_spec(name=name))
+            ours = True
+        except BadInput:
+            ours = False
+        assert ours == upstream_ok, name
 
 
 def test_cluster_runtime_option(crd):

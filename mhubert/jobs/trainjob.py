@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from typing import Any
 
+from mhubert.errors import BadInput
 from mhubert.jobs import kube
 from mhubert.jobs.spec import JobSpec, container_env, metadata, node_resources, volumes
 
@@ -28,6 +30,8 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 NODE = "node"                       # the torch runtime's replicated job and container name
 PATCH_MANAGER = "mhubert.io/launcher"
 COMMAND = ["torchrun", "-m", "mhubert.train"]
+# The TrainJob CRD's own rule (x-kubernetes-validations): an RFC 1035 label, stricter than DNS-1123.
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def phase(obj: dict[str, Any]) -> str:
@@ -39,7 +43,8 @@ def phase(obj: dict[str, Any]) -> str:
     jobs = (obj.get("status") or {}).get("jobsStatus") or []
     if any(j.get("ready", 0) > 0 for j in jobs):
         return "Running"
-    return "Created" if jobs else "Pending"
+    # Trainer before v2.1 also reported a "Created" condition
+    return "Created" if jobs or kube.condition(obj, "Created") else "Pending"
 
 
 TRAINJOB = kube.Kind(GROUP, VERSION, PLURAL, KIND, complete="Complete", phase=phase,
@@ -66,6 +71,9 @@ def _runtime_patch(spec: JobSpec) -> dict[str, Any]:
 def render(spec: JobSpec, namespace: str | None = None) -> dict[str, Any]:
     """The TrainJob manifest as a dict (``namespace`` omitted when None)."""
     spec.validate()
+    if not NAME_RE.match(spec.name):
+        raise BadInput(f"TrainJob name {spec.name!r} must start with a letter (an RFC 1035 label: lowercase "
+                       "letters, digits and '-')")
     job_spec: dict[str, Any] = {
         "runtimeRef": {"name": spec.runtime, "apiGroup": GROUP, "kind": spec.runtime_kind},
         "trainer": {
