@@ -101,3 +101,23 @@ def test_images_module_defaults_and_overrides(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(images)
+
+
+def test_charts_default_to_the_same_images(monkeypatch):
+    """The charts cannot import mhubert.images: their defaults are pinned to it here."""
+    import importlib
+
+    import mhubert.images as images
+
+    for var in ("MHUBERT_CPU_IMAGE", "MHUBERT_GPU_IMAGE", "MHUBERT_API_IMAGE"):
+        monkeypatch.delenv(var, raising=False)
+    mod = importlib.reload(images)
+    try:
+        platform = yaml.safe_load((ROOT / "charts/mhubert-platform/values.yaml").read_text())
+        assert (platform["images"]["cpu"], platform["images"]["gpu"]) == (mod.CPU_IMAGE, mod.GPU_IMAGE)
+        api = yaml.safe_load((ROOT / "charts/mhubert-api/values.yaml").read_text())
+        app_version = yaml.safe_load((ROOT / "charts/mhubert-api/Chart.yaml").read_text())["appVersion"]
+        assert f"{api['image']['repository']}:{api['image']['tag'] or app_version}" == mod.API_IMAGE
+    finally:
+        monkeypatch.undo()
+        importlib.reload(images)
