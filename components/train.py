@@ -1,4 +1,4 @@
-"""Stage 4: pretrain one iteration: a PyTorchJob on the cluster, or torchrun on this machine."""
+"""Stage 4: pretrain one iteration: a TrainJob (or PyTorchJob) on the cluster, or torchrun here."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Metrics, Model, Output
@@ -12,7 +12,7 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
           launcher: str = "local", overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
           init_from: str = "", nodes: int = 1,
           gpus_per_node: int = 1, image: str = "", s3_secret: str = "mhubert-s3",
-          timeout_hours: float = 168.0, run_id: str = "") -> str:
+          timeout_hours: float = 168.0, run_id: str = "", delete_policy: str = "on-success") -> str:
     """Train into ``<output_root>/iter<N>/train`` with ``python -m mhubert.train`` and return the
     URL of the transformers model it writes (``.../train/model``).
 
@@ -20,20 +20,20 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
     per-iteration ``train`` overrides apply before ``overrides``.
 
     ``launcher="local"`` runs ``torch.distributed.run --nproc_per_node max(1, gpus_per_node)`` here;
-    ``"pytorchjob"`` creates a PyTorchJob of ``nodes`` x ``gpus_per_node`` with ``image`` in the
-    namespace of this pod and waits for it, failing with the job's reason. A finished run
-    (``_SUCCESS``) is not launched again; an interrupted one resumes from its last checkpoint.
+    ``"trainjob"`` (Kubeflow Trainer v2) or ``"pytorchjob"`` (v1 Training Operator) creates a job of
+    ``nodes`` x ``gpus_per_node`` with ``image`` in the namespace of this pod, streams node 0's log here
+    and waits for it, failing with the job's reason; ``delete_policy`` (on-success, always, never)
+    says when the job goes. A finished run (``_SUCCESS``) is not launched again; an interrupted one
+    resumes from its last checkpoint.
     """
-    import hashlib
-    import os
     import subprocess
     import sys
 
     from components._common import log_metrics, png_html
     from mhubert import storage
 
-    if launcher not in ("local", "pytorchjob"):
-        raise ValueError(f"launcher must be local or pytorchjob, got {launcher!r}")
+    if launcher not in ("local", "trainjob", "pytorchjob"):
+        raise ValueError(f"launcher must be local, trainjob or pytorchjob, got {launcher!r}")
     from mhubert.config import iteration_train_overrides
 
     out = storage.join(output_root, f"iter{iteration}", "train")
@@ -52,16 +52,11 @@ def train(manifest_uri: str, labels_uri: str, output_root: str, iteration: int, 
                 raise RuntimeError(f"training iteration {iteration} failed (torchrun exit {rc}); "
                                    "see the log above")
         else:
-            from mhubert.jobs import pytorchjob as pj
+            from mhubert.jobs.launch import train_on_cluster
 
-            if not image:
-                raise ValueError("launcher=pytorchjob needs the training image (gpu_image)")
-            digest = hashlib.sha256(f"{run_id}|{out}".encode()).hexdigest()[:10]
-            spec = pj.JobSpec(name=f"mhubert-it{iteration}-{digest}", image=image, train_args=args,
-                              nodes=nodes, gpus_per_node=gpus_per_node, s3_secret=s3_secret or None,
-                              s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
-                              labels={"mhubert/iteration": str(iteration)})
-            pj.run(spec, timeout_s=timeout_hours * 3600, poll_s=30.0)
+            train_on_cluster(launcher, args, out=out, iteration=iteration, image=image, nodes=nodes,
+                             gpus_per_node=gpus_per_node, s3_secret=s3_secret,
+                             timeout_s=timeout_hours * 3600, run_id=run_id, delete_policy=delete_policy)
     info = storage.read_json(storage.join(out, storage.SUCCESS))
     log_metrics(metrics, {k: info.get(k) for k in ("step", "final_loss", "num_classes", "label_rate",
                                                    "world_size")})

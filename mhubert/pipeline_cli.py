@@ -87,7 +87,7 @@ def run_local(corpus: str, root: str, options: Any, arguments: dict[str, Any],
 def _run(args: argparse.Namespace) -> int:
     if not args.local and not args.host:
         raise BadInput("choose --local (kfp.local on this machine) or --host URL (a Kubeflow Pipelines API)")
-    launcher = "local" if args.local else "pytorchjob"
+    launcher = "local" if args.local else args.launcher
     opt = _options(args, launcher)
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": list(args.train_set),
                                  "cluster_overrides": list(args.cluster_set),
@@ -137,19 +137,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="pipeline_command", metavar="ACTION")
     c = sub.add_parser("compile", help="write the pipeline's IR YAML")
     c.add_argument("--out", required=True, help="output YAML path")
-    c.add_argument("--launcher", choices=["pytorchjob", "local"], default="pytorchjob",
-                   help="how the train step runs (default pytorchjob)")
+    c.add_argument("--launcher", choices=["trainjob", "pytorchjob", "local"], default="trainjob",
+                   help="how the train step runs: trainjob (Kubeflow Trainer v2, default), pytorchjob "
+                        "(v1 Training Operator) or local (torchrun under kfp.local)")
     _common(c)
     c.set_defaults(func=_compile)
     r = sub.add_parser("run", help="run the pipeline (--local: kfp.local + torchrun on this machine)")
     r.add_argument("--local", action="store_true", help="run here with kfp.local (torchrun for training)")
     r.add_argument("--host", default=None, help="Kubeflow Pipelines API URL to submit to instead")
+    r.add_argument("--launcher", choices=["trainjob", "pytorchjob"], default="trainjob",
+                   help="with --host: train as a TrainJob (Kubeflow Trainer v2, default) or a PyTorchJob")
     r.add_argument("--corpus", required=True, help="corpus root URL (<dataset>/<lang>/*.wav) or a TSV")
     r.add_argument("--root", required=True, help="output root URL (file path, file:// or s3://)")
     r.add_argument("--shards", type=int, default=2, help="label shards per iteration (default 2)")
-    r.add_argument("--nodes", type=int, default=None, help="training nodes (PyTorchJob)")
+    r.add_argument("--nodes", type=int, default=None, help="training nodes (TrainJob / PyTorchJob)")
     r.add_argument("--gpus-per-node", type=int, default=None,
-                   help="GPUs per node (PyTorchJob) / processes of the local torchrun (default 1)")
+                   help="GPUs per node (TrainJob / PyTorchJob) / processes of the local torchrun (default 1)")
     r.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer override, e.g. train.max_update=50 (repeatable)")
     r.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE",

@@ -22,6 +22,7 @@ from typing import Any
 
 from kfp import dsl
 
+from mhubert import images
 from mhubert.config import iteration_schedule
 from mhubert.errors import BadInput
 
@@ -29,7 +30,8 @@ S3_ENDPOINT_KEY = {"s3_endpoint": "AWS_ENDPOINT_URL"}  # ConfigMap key -> env
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
 DEFAULTS_CONFIGMAP = "mhubert-defaults"  # created by charts/mhubert-platform
 PIPELINE_NAME = "mhubert-147"
-# Pod deadline of the train task; the PyTorchJob wait has its own run-time timeout (train_timeout_hours).
+LAUNCHERS = ("trainjob", "pytorchjob", "local")   # trainjob: Kubeflow Trainer v2; pytorchjob: v1 operator
+# Pod deadline of the train task; the job wait has its own run-time timeout (train_timeout_hours).
 TRAIN_POD_TIMEOUT_S = 8 * 24 * 3600
 
 
@@ -47,19 +49,20 @@ class PipelineOptions:
     """Compile-time choices (everything else is a run-time pipeline parameter).
 
     ``iterations``: a contiguous run of 1..3, e.g. ``(1, 2, 3)`` or ``(3,)``.
-    ``launcher``: ``pytorchjob`` (cluster) or ``local`` (torchrun on the machine running kfp.local).
+    ``launcher``: ``trainjob`` (Kubeflow Trainer v2) or ``pytorchjob`` (v1 Training Operator) on a
+    cluster, or ``local`` (torchrun on the machine running kfp.local).
     ``preset``: where the per-iteration defaults (features, layer, label rate, K) come from.
     """
 
     iterations: tuple[int, ...] = (1, 2, 3)
-    launcher: str = "pytorchjob"
+    launcher: str = "trainjob"
     preset: str = "base"
     max_parallel_shards: int = 16
     shard_retries: int = 3
     prepare: StageResources = StageResources("4", "16G")
     cluster: StageResources = StageResources("32", "900G")
     assign: StageResources = StageResources("8", "32G", gpu=1)
-    train: StageResources = StageResources("1", "2G")     # it only waits on the PyTorchJob
+    train: StageResources = StageResources("1", "2G")     # it only waits on the training job
     evaluate: StageResources = StageResources("8", "32G", gpu=1)
 
     def validate(self) -> None:
@@ -67,8 +70,8 @@ class PipelineOptions:
         contiguous = bool(its) and list(its) == list(range(its[0], its[0] + len(its)))
         if not contiguous or any(i not in (1, 2, 3) for i in its):
             raise BadInput(f"iterations must be a contiguous run within 1..3 (e.g. 1,2,3 or 3), got {its}")
-        if self.launcher not in ("local", "pytorchjob"):
-            raise BadInput(f"launcher must be local or pytorchjob, got {self.launcher!r}")
+        if self.launcher not in LAUNCHERS:
+            raise BadInput(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
         if self.max_parallel_shards < 1 or self.shard_retries < 0:
             raise BadInput("max_parallel_shards must be >= 1 and shard_retries >= 0")
 
@@ -93,25 +96,24 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
     opt = options or PipelineOptions()
     opt.validate()
     sched = iteration_schedule(opt.preset)
-    on_cluster = opt.launcher == "pytorchjob"
+    on_cluster = opt.launcher != "local"
     first = opt.iterations[0]
 
     def pipeline(corpus_uri: str, output_root: str, num_shards: int = 4, preset: str = opt.preset,
                  nodes: int = 1, gpus_per_node: int = 8 if on_cluster else 1,
-                 cpu_image: str = "ghcr.io/mhubert/mhubert-cpu:0.1.0",
-                 gpu_image: str = "ghcr.io/mhubert/mhubert-gpu:0.1.0",
+                 cpu_image: str = images.CPU_IMAGE, gpu_image: str = images.GPU_IMAGE,
                  k_iter1: int = sched[0]["num_clusters"], k_iter2: int = sched[1]["num_clusters"],
                  k_iter3: int = sched[2]["num_clusters"], layer_iter2: int = sched[1]["layer"],
                  layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
                  cluster_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
-                 train_timeout_hours: float = 168.0) -> str:
+                 train_timeout_hours: float = 168.0, job_delete_policy: str = "on-success") -> str:
         def on_k8s(task: dsl.PipelineTask, r: StageResources, name: str) -> dsl.PipelineTask:
             task.set_display_name(name)
             _resources(task, r)
             if on_cluster:
-                task.set_container_image(cpu_image)
+                task.set_container_image(gpu_image if r.gpu else cpu_image)
                 kubernetes.use_secret_as_env(task, secret_name=s3_secret, secret_key_to_env=S3_SECRET_KEYS)
                 kubernetes.use_config_map_as_env(task, DEFAULTS_CONFIGMAP, S3_ENDPOINT_KEY, optional=True)
             return task
@@ -141,7 +143,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                               iteration=n, preset=preset, launcher=opt.launcher, overrides=train_overrides,
                               init_from=model_uri if it.get("warm_start") else "",
                               nodes=nodes, gpus_per_node=gpus_per_node, image=gpu_image, s3_secret=s3_secret,
-                              timeout_hours=train_timeout_hours,
+                              timeout_hours=train_timeout_hours, delete_policy=job_delete_policy,
                               run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""),
                         opt.train, f"iter{n}-train")
             if on_cluster:

@@ -20,6 +20,8 @@ stamp=.venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut 
 if [ ! -f "$stamp" ]; then
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+  # kubeflow-training (replaced by the kubeflow SDK) ships kubeflow/__init__.py too: keep one
+  .venv/bin/python -m pip uninstall -y -q kubeflow-training 2>/dev/null || true
   # torch first so that nothing pulls a different build
   .venv/bin/python -m pip install -q -r requirements.lock 2>&1 | grep -v "is ignored" || true
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true

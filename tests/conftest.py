@@ -11,6 +11,8 @@ import torch
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+pytest_plugins = ["helpers.kube"]   # the Kubernetes emulator fixture (k8s)
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -1,5 +1,7 @@
-"""charts/mhubert-platform rendered offline with helm-python-sdk (Helm v4), every object checked by
-kubernetes-validate --strict, RBAC kept namespace-scoped, and its names agreeing with the pipeline."""
+"""charts/mhubert-platform rendered offline with helm-python-sdk (Helm v4): built-in kinds checked by
+kubernetes-validate --strict, the PodMonitor against its CRD, the TrainingRuntime against the upstream
+torch runtime and (its Job templates) as batch/v1 Jobs; RBAC kept namespace-scoped; names agreeing
+with the pipeline and the job launchers."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.kube import crd_validator, load_yaml, schema_file
 
 helm = pytest.importorskip("helm_python")
 kv = pytest.importorskip("kubernetes_validate")
 
 CHART = Path(__file__).resolve().parents[1] / "charts" / "mhubert-platform"
 K8S_VERSION = "1.30.0"
+CUSTOM_KINDS = {"TrainingRuntime", "PodMonitor"}
 
 
 def _render(values=None, namespace="team-a"):
@@ -41,9 +45,11 @@ def _by_kind(objs):
 def test_renders_valid_objects(values):
     objs = _render(values)
     kinds = _by_kind(objs)
-    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap"} <= set(kinds)
+    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "TrainingRuntime", "PodMonitor"} \
+        <= set(kinds)
     for o in objs:
-        kv.validate(o, K8S_VERSION, strict=True)
+        if o["kind"] not in CUSTOM_KINDS:
+            kv.validate(o, K8S_VERSION, strict=True)
         assert o["metadata"]["namespace"] == "team-a"
     # strict validation is not a no-op: an unknown field is rejected
     bad = {**kinds["Role"][0], "rulez": []}
@@ -57,9 +63,13 @@ def test_rbac_is_namespaced_and_minimal():
     (role,) = kinds["Role"]
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
     assert rules == {
+        (("trainer.kubeflow.org",), ("trainjobs",)): {"create", "get", "list", "watch", "delete", "patch"},
+        (("trainer.kubeflow.org",), ("trainjobs/status",)): {"get"},
+        (("trainer.kubeflow.org",), ("trainingruntimes",)): {"get", "list", "watch"},
         (("kubeflow.org",), ("pytorchjobs",)): {"create", "get", "list", "watch", "delete", "patch"},
         (("",), ("pods", "pods/log")): {"get", "list", "watch"},
     }
+    assert not any("*" in r["verbs"] or "*" in r["resources"] for r in role["rules"])
     (binding,) = kinds["RoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": role["metadata"]["name"]}
@@ -68,7 +78,7 @@ def test_rbac_is_namespaced_and_minimal():
 
 
 def test_names_agree_with_pipeline_and_jobs():
-    from mhubert.jobs.pytorchjob import JobSpec
+    from mhubert.jobs.spec import JobSpec
     from pipelines.mhubert_pipeline import DEFAULTS_CONFIGMAP, S3_ENDPOINT_KEY, S3_SECRET_KEYS
 
     kinds = _by_kind(_render({"s3": {"createSecret": True, "accessKeyId": "a", "secretAccessKey": "b",
@@ -95,6 +105,9 @@ def test_defaults_create_no_secret_and_omit_empty_endpoint():
     ({"serviceAccount": {"create": True, "name": "Bad_Name"}}, "name"),
     ({"unknown": 1}, "unknown"),
     ({"s3": {"createSecret": True, "existingSecret": "mhubert-s3"}}, "accessKeyId"),
+    ({"trainingRuntime": {"create": True, "name": "mhubert-torch", "numNodes": 1, "metricsPort": 80,
+                          "tmpSizeLimit": "8Gi"}}, "metricsPort"),
+    ({"metrics": {"podMonitor": {"enabled": True, "interval": "soon"}}}, "interval"),
 ])
 def test_bad_values_rejected(values, word):
     with pytest.raises(helm.HelmError, match=word):
@@ -105,3 +118,78 @@ def test_lint_clean():
     report = helm.lint(str(CHART), strict=True)
     assert not report["errors"]
     assert not [m for m in report["messages"] if m["severity"] >= 2]
+
+
+# ---------------------------------------------------------------- the TrainingRuntime and its PodMonitor
+
+def _runtime_pod(runtime: dict) -> dict:
+    (rj,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    return rj["template"]["spec"]["template"]
+
+
+def test_training_runtime_follows_the_upstream_torch_runtime():
+    """Same shape as Kubeflow Trainer's own torch-distributed runtime (names the torch plugin and the
+    SDK rely on), the project's GPU image, and Job templates that are valid batch/v1 Jobs."""
+    upstream = load_yaml(schema_file("clustertrainingruntime_torch-distributed.yaml"))
+    (rt,) = _by_kind(_render({"images": {"cpu": "reg/cpu:1", "gpu": "reg/gpu:2"}}))["TrainingRuntime"]
+    from mhubert.jobs.spec import DEFAULT_RUNTIME
+
+    assert rt["apiVersion"] == upstream["apiVersion"] and rt["metadata"]["name"] == DEFAULT_RUNTIME
+    assert rt["metadata"]["labels"]["trainer.kubeflow.org/framework"] == "torch"   # the SDK requires it
+    assert set(rt["spec"]["mlPolicy"]) == set(upstream["spec"]["mlPolicy"]) == {"numNodes", "torch"}
+    (up_rj,) = upstream["spec"]["template"]["spec"]["replicatedJobs"]
+    (rj,) = rt["spec"]["template"]["spec"]["replicatedJobs"]
+    assert rj["name"] == up_rj["name"] == "node"
+    assert rj["template"]["metadata"]["labels"] == up_rj["template"]["metadata"]["labels"]
+    (container,) = _runtime_pod(rt)["spec"]["containers"]
+    (up_container,) = _runtime_pod(upstream)["spec"]["containers"]
+    assert container["name"] == up_container["name"]
+    assert container["image"] == "reg/gpu:2"
+    for r in rt["spec"]["template"]["spec"]["replicatedJobs"]:
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": r["name"]}, **r["template"]}
+        kv.validate(job, K8S_VERSION, strict=True)
+    with pytest.raises(kv.ValidationError):       # strict: an unknown pod field is caught there too
+        bad = yaml.safe_load(yaml.safe_dump(rj))
+        bad["template"]["spec"]["template"]["spec"]["containerz"] = []
+        kv.validate({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"}, **bad["template"]},
+                    K8S_VERSION, strict=True)
+
+
+def test_podmonitor_matches_the_runtime_pods():
+    import jsonschema
+
+    kinds = _by_kind(_render({"metrics": {"podMonitor": {"enabled": True, "interval": "15s",
+                                                         "labels": {"release": "prom"}}}}))
+    (pm,) = kinds["PodMonitor"]
+    validator = crd_validator("monitoring.coreos.com_podmonitors.yaml")
+    validator.validate(pm)
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({**pm, "spec": {**pm["spec"], "podMetricsEndpoints": "metrics"}})
+    assert pm["metadata"]["labels"]["release"] == "prom"
+    pod = _runtime_pod(kinds["TrainingRuntime"][0])
+    selector = pm["spec"]["selector"]["matchLabels"]
+    assert selector and selector.items() <= pod["metadata"]["labels"].items()
+    ports = {p["name"]: p for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] in ports and endpoint["interval"] == "15s"
+    port = ports[endpoint["port"]]["containerPort"]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["MHUBERT_METRICS_PORT"] == str(port) == "9400"      # the trainer serves where it is scraped
+
+
+def test_runtime_and_podmonitor_are_optional():
+    assert "PodMonitor" not in _by_kind(_render({"metrics": {"podMonitor": {"enabled": False,
+                                                                          "interval": "30s"}}}))
+    kinds = _by_kind(_render({"trainingRuntime": {"create": False, "name": "mhubert-torch", "numNodes": 1,
+                                                  "metricsPort": 9400, "tmpSizeLimit": "8Gi"}}))
+    assert not {"TrainingRuntime", "PodMonitor"} & set(kinds)
+
+
+def test_training_runtime_round_trips_through_the_trainer_api_models():
+    """kubeflow-trainer-api's models (generated from Trainer's OpenAPI; the SDK reads runtimes with
+    them) parse the runtime with the right types and drop nothing: no field is unknown to Trainer."""
+    models = pytest.importorskip("kubeflow_trainer_api.models")
+    (rt,) = _by_kind(_render())["TrainingRuntime"]
+    assert models.TrainerV1alpha1TrainingRuntime.from_dict(rt).to_dict() == rt
+    misspelt = {**rt, "spec": {**rt["spec"], "mlPolicyz": {}}}        # dropped, so the check sees it
+    assert models.TrainerV1alpha1TrainingRuntime.from_dict(misspelt).to_dict() != misspelt

@@ -96,7 +96,7 @@ def test_cluster_settings(full):
         keys = {k["envVar"] for s in e["secretAsEnv"] for k in s["keyToEnv"]}
         assert keys == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}, name
     tasks = spec["root"]["dag"]["tasks"]
-    assert _const(tasks["train"], "launcher") == "pytorchjob"
+    assert _const(tasks["train"], "launcher") == "trainjob"
     assert tasks["train"]["inputs"]["parameters"]["image"]["componentInputParameter"] == "gpu_image"
     # no component installs packages at run time
     for comp in spec["deploymentSpec"]["executors"].values():
@@ -116,6 +116,15 @@ def test_continue_from_published_iteration2(tmp_path):
     assert c["inputs"]["parameters"]["model_uri"]["componentInputParameter"] == "init_model"
     assert c["inputs"]["parameters"]["init_index"]["componentInputParameter"] == "init_index"
     assert c["inputs"]["parameters"]["layer"]["componentInputParameter"] == "layer_iter3"
+
+
+def test_pytorchjob_launcher_for_older_clusters(tmp_path):
+    out = compile_pipeline(str(tmp_path / "pj.yaml"), PipelineOptions(launcher="pytorchjob"))
+    spec, platform = _load(out)
+    tasks = spec["root"]["dag"]["tasks"]
+    assert _const(tasks["train"], "launcher") == "pytorchjob"
+    assert tasks["train"]["inputs"]["parameters"]["image"]["componentInputParameter"] == "gpu_image"
+    assert platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
 
 
 def test_local_tiny_options(tmp_path):

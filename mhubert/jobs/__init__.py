@@ -1,1 +1,2 @@
-"""Launching training on Kubernetes: the Kubeflow Training Operator PyTorchJob (render, submit, wait)."""
+"""Launching training on Kubernetes: a Kubeflow Trainer v2 TrainJob (default) or a v1 PyTorchJob
+(render, submit, follow node 0's log, wait, delete by policy)."""
