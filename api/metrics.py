@@ -1,8 +1,8 @@
 """Prometheus metrics of the service, all prefixed ``mhubert_``, on a registry owned by one app.
 
-Latency is split the way KServe/TEI/Triton split it: queue wait, preprocessing (decode + resample)
-and inference (the batched forward pass); batch-size and audio-seconds series are the numbers the
-micro-batcher is tuned with.
+Latency is split the way KServe/TEI/Triton split it: queue wait, preprocessing (decode + resample),
+inference (the batched forward pass: ``predict``) and postprocessing; batch-size and audio-seconds
+series are the numbers the micro-batcher is tuned with.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ class Metrics:
                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
         self.preprocess = Histogram("mhubert_preprocess_seconds", "Audio decoding and resampling",
                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("mhubert_inference_seconds", "Forward pass of one batch",
+        self.inference = Histogram("mhubert_inference_seconds", "Forward pass of one batch (predict)",
                                    model_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.postprocess = Histogram("mhubert_postprocess_seconds", "Turning outputs into a response",
+                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("mhubert_batch_size", "Requests per forward pass", model_labels,
                                     buckets=_BATCH_BUCKETS, registry=r)
         self.audio_seconds = Counter("mhubert_audio_seconds", "Seconds of audio processed",
