@@ -87,7 +87,9 @@ async def _multipart_file(request: Request, body: bytes, settings: Settings) -> 
     try:
         # starlette's parser enforces the part counts; a non-file field is held in memory, so it is
         # capped well below the body limit (a form field is never audio)
-        form = await Request(request.scope, replay).form(max_files=n, max_fields=n, max_part_size=64 * 1024)
+        # (a scope without "app": starlette then raises the parser's own error, not a bare 400)
+        scope = {k: v for k, v in request.scope.items() if k != "app"}
+        form = await Request(scope, replay).form(max_files=n, max_fields=n, max_part_size=64 * 1024)
     except MultiPartException as e:
         msg = str(getattr(e, "message", e))
         status = 413 if ("Too many" in msg or "exceeded" in msg) else 400

@@ -41,6 +41,7 @@ class Metrics:
         self.audio_seconds = Counter("mhubert_audio_seconds", "Seconds of audio processed",
                                      model_labels, registry=r)
         self.queue_size = Gauge("mhubert_queue_size", "Requests waiting for the model", registry=r)
+        self.in_progress = Gauge("mhubert_requests_in_progress", "HTTP requests being handled", registry=r)
         self.ready = Gauge("mhubert_model_ready", "1 when the model is loaded and serving",
                            model_labels, registry=r)
 
@@ -65,6 +66,7 @@ class MetricsMiddleware:
             return
         status = {"code": 500}
         t0 = time.perf_counter()
+        self.metrics.in_progress.inc()
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -74,6 +76,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_progress.dec()
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)
