@@ -35,7 +35,7 @@ from api.background import serve_in_thread
 from api.settings import Settings
 from mhubert.audio import decode, encode_wav
 from mhubert.constants import SAMPLE_RATE
-from mhubert.model import HubertConfig, HubertModel, save_hf
+from mhubert.model import HubertConfig, HubertModel, load_model, save_hf
 
 
 def _burst(base: str, bodies: list[bytes], clients: int, per_client: int) -> float:
@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--preset", default="base")
+    ap.add_argument("--model", help="trained weights to use (e.g. the demo's serving/model) instead of a "
+                                    "random --preset model: the approximate backends' errors on real weights")
     ap.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"],
                     choices=["torch", "onnx", "onnx-int8"])
     ap.add_argument("--seconds", type=float, nargs="+", default=[4.0, 10.0], help="clip lengths")
@@ -91,7 +93,7 @@ def main() -> None:
                                      -1, 1)) for _ in range(args.clients)]
     rows: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        save_hf(HubertModel(HubertConfig.preset(args.preset)), tmp)
+        save_hf(load_model(args.model) if args.model else HubertModel(HubertConfig.preset(args.preset)), tmp)
         import transformers
 
         ref = transformers.HubertModel.from_pretrained(tmp).eval().to(device)
@@ -155,7 +157,8 @@ def main() -> None:
     load = open("/proc/loadavg").read().split()[:3]
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else ""
     print(f"machine: {cpu}, {torch.get_num_threads()} threads {gpu}; load average {' '.join(load)}")
-    print(f"{args.preset}, {args.device}/{args.dtype}; transformers throughput: sequential {thr_seq:.2f}, "
+    print(f"{args.model or args.preset}, {args.device}/{args.dtype}; transformers throughput: "
+          f"sequential {thr_seq:.2f}, "
           f"{args.clients} threads {thr_thr:.2f} audio-s/s")
     print("| backend | clip | transformers s | ours s | ratio (<= 0.7x) | max abs diff | cosine |")
     print("|---|---|---|---|---|---|---|")

@@ -144,3 +144,27 @@ def test_serve_cli_stops_on_a_bad_index(setup, capsys):
     rc = main(["serve", "--model", setup["assets"]["ckpt"], "--index", setup["clu"], "--units-layer", "3"])
     err = capsys.readouterr().err
     assert rc == 2 and "layer 2" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_serving_bundle_layout_serves_model_lid_and_units(setup, tmp_path):
+    """``--model`` pointed at a serving bundle (``model/``, ``lid/``, ``units/``, ``registry.json``)."""
+    import shutil
+
+    from mhubert import storage
+    from mhubert.artifacts import ServingBundle
+    from mhubert.model import load_model, save_hf
+
+    sb = ServingBundle(str(tmp_path / "serving"))
+    save_hf(load_model(setup["assets"]["ckpt"]), sb.model.url)
+    shutil.copytree(setup["assets"]["lid"], sb.lid.url)
+    shutil.copytree(setup["clu"], sb.units_index.url, ignore=shutil.ignore_patterns("sample"))
+    # the index was fit on the checkpoint; the bundle serves its transformers export: the record says so
+    storage.atomic_write_json(sb.path(sb.REGISTRY), {
+        "model": sb.model.url, "lid": sb.lid.url,
+        "units": {"index": sb.units_index.url, "layer": LAYER, "model": sb.model.url}})
+    with TestClient(create_app(Settings(model_uri=sb.url, eager_load=True))) as c:
+        info = c.get("/v1/models").json()["models"][0]
+        assert info["source"] == sb.model.url and info["lid_languages"] and info["units_layer"] == LAYER
+        out = c.post("/v1/units", content=setup["bodies"][0]).json()
+        assert out["units"] == setup["ref"][0]
+        assert c.post("/v1/lid", content=setup["bodies"][0]).status_code == 200

@@ -138,7 +138,7 @@ def isvc_schema():
     import jsonschema
 
     with open(os.path.join(d, "serving.kserve.io_inferenceservices.yaml")) as f:
-        crd = yaml.safe_load(f)
+        crd = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
     return jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
 
