@@ -156,6 +156,8 @@ def _param(req: InferRequest, key: str, kind: type, default: Any) -> Any:
     v = req.parameters.get(key, default)
     if kind is bool and isinstance(v, str) and v.lower() in ("true", "false"):
         v = v.lower() == "true"
+    if kind is int and isinstance(v, str) and v.lstrip("-").isdigit():  # curl users send "2"
+        v = int(v)
     if kind is int and isinstance(v, bool) or not isinstance(v, kind):
         raise OipError(f"parameter {key!r} must be {kind.__name__}, got {v!r}")
     return v
