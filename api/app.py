@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,10 +33,21 @@ log = logging.getLogger(__name__)
 
 
 async def _load(service: ModelService) -> None:
-    try:
-        await asyncio.to_thread(service.load)
-    except Exception:  # noqa: BLE001 - kept in service.error, reported by readiness
-        pass
+    """``service.load()`` in a daemon thread: a SIGTERM during a slow download does not wait for it."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def run() -> None:
+        try:
+            service.load()
+        except Exception:  # noqa: BLE001 - kept in service.error, reported by readiness
+            pass
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the app stopped meanwhile
+                loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    threading.Thread(target=run, name="mhubert-load", daemon=True).start()
+    await done
 
 
 @contextlib.asynccontextmanager

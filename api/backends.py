@@ -48,7 +48,7 @@ class OnnxBackend:
     """ONNX Runtime on the CPU; runs the whole graph (all layers) whatever ``top`` is."""
 
     def __init__(self, model: Any, int8: bool = False, threads: int = 0) -> None:
-        from mhubert.model.onnx import export_onnx, open_session, quantize_int8
+        from mhubert.model.onnx import export_onnx, open_session, quantize_int8  # onnx, onnxruntime
 
         self.name = "onnx-int8" if int8 else "onnx"
         with tempfile.TemporaryDirectory() as tmp:

@@ -28,6 +28,8 @@ from mhubert import storage
 from mhubert.artifacts import Index, ServingBundle
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
+from mhubert.lid.head import load_head
+from mhubert.model import load_model
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +145,7 @@ def _recorded(record: dict | None) -> tuple[str, int | None, str]:
 
 def load_units(src: Sources, model: Any, model_url: str, settings: Settings, device: torch.device) -> Units:
     """Load the index, pick its encoder and layer, and refuse what does not fit (BadInput)."""
-    from mhubert.clustering.index import load as load_index
-    from mhubert.model import load_model
+    from mhubert.clustering.index import load as load_index  # faiss: only when an index is served
 
     index_url, centroids_url, record = _index_urls(src.index)
     record = src.units_record or record
@@ -210,15 +211,11 @@ def make_bundle(model: Any, settings: Settings, device: torch.device, head: Any 
 
 def load_bundle(settings: Settings, device: torch.device) -> Bundle:
     """Load everything ``settings`` names; BadInput (or the loader's error) when something is wrong."""
-    from mhubert.model import load_model
-
     t0 = time.perf_counter()
     src = resolve_sources(settings)
     model = freeze(load_model(src.model), device)
     head, labels = None, []
     if src.lid:
-        from mhubert.lid.head import load_head
-
         head, labels = load_head(src.lid)
     units = load_units(src, model, src.model, settings, device) if src.index else None
     bundle = make_bundle(model, settings, device, head, labels, src.model, src.lid, units)

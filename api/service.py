@@ -30,6 +30,7 @@ from api.metrics import Metrics
 from api.settings import Settings
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
+from mhubert.lid.head import mean_pool
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,6 @@ class ModelService:
             return _label(bundle, hidden[top], frames)
         probs = None
         if any(j.task == "lid" for j in jobs):
-            from mhubert.lid.head import mean_pool
-
             with torch.inference_mode():
                 pooled = mean_pool(hidden, torch.tensor(frames, device=hidden[0].device))
                 probs = torch.softmax(bundle.head(pooled.to(self.device)).float(), dim=-1).cpu()
