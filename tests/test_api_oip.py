@@ -31,14 +31,12 @@ def auth() -> dict[str, str]:
 def server(tmp_path_factory):
     import faiss
 
-    from mhubert.clustering.index import ClusterIndex, save
-
     root = str(tmp_path_factory.mktemp("oip"))
     assets = make_assets(root)
     flat = faiss.IndexFlatL2(64)
     flat.add(np.random.default_rng(0).standard_normal((12, 64)).astype(np.float32))
     index = os.path.join(root, "units.faiss")
-    save(ClusterIndex(flat, "exact"), index)
+    faiss.write_index(flat, index)  # a plain faiss index (flat: exact nearest centroid), no record
     settings = Settings(model_uri=assets["ckpt"], lid_uri=assets["lid"], index_uri=index, units_layer=2,
                         eager_load=True, api_keys=[KEY], max_audio_s=10.0, max_wait_ms=2.0)
     with serve_in_thread(create_app(settings)) as url:
