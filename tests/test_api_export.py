@@ -30,6 +30,22 @@ def onnx_dir(assets, tmp_path_factory):
     return out
 
 
+def test_export_leaves_the_model_as_it_was(tmp_path):
+    """The exporter restores its wrapper's mode on the whole tree: an eval model must stay in eval
+    (a model with dropout would otherwise serve noisy vectors after `--backend onnx` exported it)."""
+    from mhubert.model import HubertConfig, HubertModel
+    from mhubert.model.onnx import export_onnx
+
+    model = HubertModel(HubertConfig.preset("tiny", {"dropout": 0.5})).eval()
+    x = torch.randn(1, 4000)
+    with torch.no_grad():
+        before = model.hidden_states(x)[-1]
+    export_onnx(model, str(tmp_path / "mode.onnx"))
+    assert not any(m.training for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden_states(x)[-1], before, atol=0, rtol=0)
+
+
 def test_onnx_matches_torch_on_padded_batches(assets, onnx_dir):
     from mhubert.model import load_model
     from mhubert.model.onnx import open_session

@@ -43,6 +43,7 @@ class _HiddenStates(nn.Module):
 
 def export_onnx(model: HubertModel, path: str, opset: int = OPSET) -> str:
     """Write the graph to local ``path`` (a temporary file when exporting to a URL: see :func:`export`)."""
+    was_training = model.training
     model = model.eval().cpu()
     rf = model.cfg.receptive_field
     # a padded example: the second item is shorter, so the masked path is what gets traced
@@ -54,9 +55,12 @@ def export_onnx(model: HubertModel, path: str, opset: int = OPSET) -> str:
     axes.update({o: {0: "batch", 1: "frames"} for o in names})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about the data-dependent shortcuts, by design
-        torch.onnx.export(_HiddenStates(model), (wav, lengths), path, input_names=list(INPUTS),
+        # the wrapper must be in eval mode: the exporter restores the wrapper's mode on the whole tree
+        # afterwards (a fresh nn.Module is in training mode: dropout on in the served torch model)
+        torch.onnx.export(_HiddenStates(model).eval(), (wav, lengths), path, input_names=list(INPUTS),
                           output_names=names, dynamic_axes=axes, opset_version=opset, dynamo=False,
                           do_constant_folding=True)
+    model.train(was_training)
     return path
 
 
