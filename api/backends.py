@@ -45,7 +45,7 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """ONNX Runtime on the CPU; runs the whole graph (all layers) whatever ``top`` is."""
+    """ONNX Runtime on the CPU, fetching only the hidden states up to ``top``."""
 
     def __init__(self, model: Any, int8: bool = False, threads: int = 0) -> None:
         from mhubert.model.onnx import export_onnx, open_session, quantize_int8  # onnx, onnxruntime
@@ -57,11 +57,13 @@ class OnnxBackend:
             if int8:
                 path = quantize_int8(path, os.path.join(tmp, "model.int8.onnx"))
             self.session = open_session(path, threads=threads)
+        self.names = [o.name for o in self.session.get_outputs()]
 
     def hidden_states(self, wav: Tensor, lengths: Tensor, top: int) -> list[Tensor]:
-        outs = self.session.run(None, {"wav": wav.detach().cpu().float().numpy(),
-                                       "lengths": lengths.detach().cpu().long().numpy()})
-        return [torch.from_numpy(o) for o in outs[: top + 1]]
+        # fetching hidden_0..hidden_top only lets ONNX Runtime skip the layers above ``top``
+        outs = self.session.run(self.names[: top + 1], {"wav": wav.detach().cpu().float().numpy(),
+                                                        "lengths": lengths.detach().cpu().long().numpy()})
+        return [torch.from_numpy(o) for o in outs]
 
 
 def make_backend(name: str, model: Any, device: torch.device, dtype: str = "float32",
