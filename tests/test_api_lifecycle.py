@@ -238,7 +238,8 @@ def test_reload_under_load_fails_nothing_and_mixes_nothing(assets, tmp_path):
         seen["old" if is_old else "new"] += 1
         if after:
             assert is_new, "a request started after the reload answered on the old model"
-    assert seen["old"] >= 48 and seen["new"] >= 48
+    # 48 finished before the reload; of the 48 after it, at most the 16 then in flight ran on the old one
+    assert seen["old"] >= 48 and seen["new"] >= 32
 
 
 def test_slow_or_unfinished_body_gets_408_without_holding_a_slot(assets):
