@@ -48,8 +48,9 @@ def test_renders_and_validates_strictly(values):
         kubernetes_validate.validate(d, K8S, strict=True)
 
 
-def test_lint_is_clean():
-    report = helm.lint(CHART, strict=True, kube_version="v" + K8S)
+@pytest.mark.parametrize("values", [None, {"kind": "InferenceService"}])
+def test_lint_is_clean(values):
+    report = helm.lint(CHART, values, strict=True, kube_version="v" + K8S)
     assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
 
 
