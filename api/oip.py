@@ -44,6 +44,7 @@ from api.intake import read_raw
 from api.oip_codec import HEADER, InferRequest, OipError, encode_response, parse_request
 from api.service import Job, ModelService
 from mhubert import __version__
+from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import AudioError, BadInput
 
 VERSION = "2"
@@ -167,7 +168,7 @@ async def _audio(req: InferRequest, service: ModelService, bundle: Bundle) -> An
     t = req.input("WAVEFORM", "AUDIO")
     if t.name == "WAVEFORM":
         if t.datatype != "FP32" or not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[0] == 1)):
-            raise OipError(f"WAVEFORM must be FP32 [-1] (16 kHz mono), got {t.datatype} {t.shape}")
+            raise OipError(f"WAVEFORM must be FP32 [-1] ({SAMPLE_RATE} Hz mono), got {t.datatype} {t.shape}")
         return service.check_waveform(t.data, bundle)
     if t.datatype != "BYTES" or t.data.size != 1:
         raise OipError(f"AUDIO must be BYTES [1] (one encoded file), got {t.datatype} {t.shape}")
