@@ -4,6 +4,11 @@ A batch closes when it holds ``max_batch_size`` requests, when ``max_wait_ms`` h
 first request arrived, or when one more request would push its padded size (requests x longest
 audio) over ``max_batch_samples``. The forward pass runs in a single dedicated thread so the event
 loop keeps accepting requests while the model works, and batches never run concurrently.
+
+The batcher follows the app's lifespan: ``start()`` on startup, ``await stop()`` on shutdown (waiting
+requests fail with :class:`NotReady`), and ``start()`` again gives a fresh queue, worker and thread.
+Items carry whatever the runner needs (the service's jobs carry their model bundle), so the batcher
+never looks at the model.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ class MicroBatcher:
     """``await batcher.submit(item, cost)`` returns ``runner([..., item, ...])[i]`` for that item."""
 
     def __init__(self, runner: Runner, max_batch_size: int = 8, max_wait_ms: float = 5.0,
-                 max_batch_samples: int = 160 * 16000, max_queue: int = 64,
+                 max_batch_samples: int = 1 << 22, max_queue: int = 64,
                  metrics: Metrics | None = None) -> None:
         self.runner = runner
         self.max_batch_size = max_batch_size
@@ -56,7 +61,14 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._carry: _Pending | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mhubert-model")
+        self._executor: ThreadPoolExecutor | None = None
+        self._inflight: list[_Pending] = []
+        self._open: set[asyncio.Future] = set()  # futures of submitted items without a result yet
+        self._closing = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     @property
     def waiting(self) -> int:
@@ -64,13 +76,15 @@ class MicroBatcher:
         return (self._queue.qsize() if self._queue else 0) + (1 if self._carry else 0)
 
     def start(self) -> None:
-        """Start the worker on the running event loop."""
-        if self._task is None:
-            self._queue = asyncio.Queue()
-            self._task = asyncio.get_running_loop().create_task(self._worker(), name="mhubert-batcher")
+        """Start the worker (and its model thread) on the running event loop; again after ``stop``."""
+        if self.running:
+            return
+        self._queue, self._carry, self._closing = asyncio.Queue(), None, False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mhubert-model")
+        self._task = asyncio.get_running_loop().create_task(self._worker(), name="mhubert-batcher")
 
     async def stop(self) -> None:
-        """Stop the worker; requests still waiting fail with NotReady."""
+        """Stop the worker after the batch it is running; requests still waiting fail with NotReady."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -78,22 +92,38 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        leftovers = [self._carry] if self._carry else []
+        leftovers = [*self._inflight, *([self._carry] if self._carry else [])]
+        self._inflight = []
         self._carry = None
         while self._queue is not None and not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
         for p in leftovers:
             if not p.future.done():
                 p.future.set_exception(NotReady("server is shutting down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._queue = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new items (NotReady) and wait up to ``timeout_s`` for the submitted ones to finish;
+        True when all did. Graceful shutdown calls this before :meth:`stop`."""
+        self._closing = True
+        if self._open:
+            await asyncio.wait(set(self._open), timeout=timeout_s)
+        return not self._open
 
     async def submit(self, item: Any, cost: int) -> Any:
         """Queue ``item`` and wait for its result; raises QueueFull when ``max_queue`` are waiting."""
-        if self._queue is None or self._task is None:
+        if self._queue is None or not self.running:
             raise NotReady("batcher is not running")
+        if self._closing:
+            raise NotReady("server is shutting down")
         if self.waiting >= self.max_queue:
             raise QueueFull(f"{self.waiting} requests are already waiting (max_queue={self.max_queue})")
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._open.add(fut)
+        fut.add_done_callback(self._open.discard)
         self._queue.put_nowait(_Pending(item, max(1, cost), fut))
         self._set_gauge()
         return await fut
@@ -137,6 +167,7 @@ class MicroBatcher:
                 for p in batch:
                     self.metrics.model(self.metrics.queue_wait).observe(now - p.enqueued)
                 self.metrics.model(self.metrics.batch_size).observe(len(batch))
+            self._inflight = batch
             try:
                 results = await loop.run_in_executor(self._executor, self.runner, [p.item for p in batch])
                 if len(results) != len(batch):
@@ -146,7 +177,9 @@ class MicroBatcher:
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(e)
+                self._inflight = []
                 continue
+            self._inflight = []
             if self.metrics:
                 self.metrics.model(self.metrics.inference).observe(time.perf_counter() - now)
             for p, r in zip(batch, results, strict=True):

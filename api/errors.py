@@ -37,8 +37,9 @@ def error_response(status: int, code: str, message: str,
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorResponse, "description": desc} for code, desc in {
-        400: "malformed multipart body", 401: "missing or wrong API key", 409: "no LID head loaded",
-        413: "audio too large or too long",
+        400: "malformed multipart body", 401: "missing or wrong API key",
+        408: "request body not complete in time", 409: "no LID head / units index loaded",
+        413: "audio too large or too long, or too many multipart parts",
         422: "bad parameters or undecodable/empty/too short/non-finite audio",
         429: "queue full (see Retry-After)", 503: "model not ready"}.items()
 }

@@ -1,8 +1,8 @@
 """Prometheus metrics of the service, all prefixed ``mhubert_``, on a registry owned by one app.
 
-Latency is split the way KServe/TEI/Triton split it: queue wait, preprocessing (decode + resample)
-and inference (the batched forward pass); batch-size and audio-seconds series are the numbers the
-micro-batcher is tuned with.
+Latency is split the way KServe/TEI/Triton split it: queue wait, preprocessing (decode + resample),
+inference (the batched forward pass: ``predict``) and postprocessing; batch-size and audio-seconds
+series are the numbers the micro-batcher is tuned with.
 """
 
 from __future__ import annotations
@@ -32,13 +32,16 @@ class Metrics:
                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
         self.preprocess = Histogram("mhubert_preprocess_seconds", "Audio decoding and resampling",
                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
-        self.inference = Histogram("mhubert_inference_seconds", "Forward pass of one batch",
+        self.inference = Histogram("mhubert_inference_seconds", "Forward pass of one batch (predict)",
                                    model_labels, buckets=_LATENCY_BUCKETS, registry=r)
+        self.postprocess = Histogram("mhubert_postprocess_seconds", "Turning outputs into a response",
+                                     model_labels, buckets=_LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram("mhubert_batch_size", "Requests per forward pass", model_labels,
                                     buckets=_BATCH_BUCKETS, registry=r)
         self.audio_seconds = Counter("mhubert_audio_seconds", "Seconds of audio processed",
                                      model_labels, registry=r)
         self.queue_size = Gauge("mhubert_queue_size", "Requests waiting for the model", registry=r)
+        self.in_progress = Gauge("mhubert_requests_in_progress", "HTTP requests being handled", registry=r)
         self.ready = Gauge("mhubert_model_ready", "1 when the model is loaded and serving",
                            model_labels, registry=r)
 
@@ -63,6 +66,7 @@ class MetricsMiddleware:
             return
         status = {"code": 500}
         t0 = time.perf_counter()
+        self.metrics.in_progress.inc()
 
         async def send_wrapper(message: dict) -> None:
             if message["type"] == "http.response.start":
@@ -72,6 +76,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            self.metrics.in_progress.dec()
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.requests.labels(route, scope["method"], str(status["code"])).inc()
             self.metrics.request_seconds.labels(route).observe(time.perf_counter() - t0)

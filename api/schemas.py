@@ -16,6 +16,12 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class OipErrorResponse(BaseModel):
+    """The Open Inference Protocol's error body."""
+
+    error: str = Field(description="what was wrong, in words")
+
+
 class EmbeddingResponse(BaseModel):
     model: str
     layers: list[int] = Field(description="absolute layer indices (0 = CNN/projection output)")
@@ -23,7 +29,7 @@ class EmbeddingResponse(BaseModel):
     normalized: bool
     dim: int
     duration_s: float = Field(description="seconds of 16 kHz mono audio after decoding")
-    frame_rate: float = Field(description="frames per second of the encoder (50 Hz)")
+    frame_rate: float = Field(description="frames per second of the encoder (its conv stride)")
     num_frames: int = Field(description="valid frames of this audio")
     embeddings: list[list[float]] | list[list[list[float]]] = Field(
         description="per requested layer: a (dim,) vector for mean pooling, (num_frames, dim) for none")
@@ -40,6 +46,17 @@ class LidResponse(BaseModel):
     languages: list[LanguageScore] = Field(description="top-k languages, most probable first")
 
 
+class UnitsResponse(BaseModel):
+    model: str
+    layer: int = Field(description="the hidden state the index labels")
+    num_units: int = Field(description="clusters of the index")
+    frame_rate: float
+    duration_s: float
+    dedup: bool
+    units: list[int] = Field(description="unit ids, one per frame (or per run with dedup)")
+    durations: list[int] | None = Field(None, description="with dedup: frames of each run")
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
@@ -48,11 +65,15 @@ class ModelInfo(BaseModel):
     parameters: int | None = None
     layers: int | None = Field(None, description="transformer layers; hidden states are 0..layers")
     dim: int | None = None
-    frame_rate: float = 50.0
-    sample_rate: int = 16000
+    frame_rate: float | None = Field(None, description="frames per second (sample rate / conv stride)")
+    sample_rate: int = Field(description="the rate every input is resampled to")
     lid_languages: list[str] = Field(default_factory=list)
-    source: str = Field(description="the configured model URI")
+    source: str = Field(description="the model URI being served")
     lid_source: str = ""
+    backend: str = "torch"
+    units_source: str = Field("", description="the units index being served ('' when none)")
+    units_layer: int | None = None
+    num_units: int | None = None
 
 
 class ModelList(BaseModel):

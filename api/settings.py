@@ -23,6 +23,11 @@ class Settings:
 
     model_uri: str = ""                 # ours (.pt / transformers dir) on any fsspec URL
     lid_uri: str = ""                   # directory with head.pt + labels.json; empty: no LID
+    index_uri: str = ""                 # units: faiss index file or Index directory; empty: no units
+    units_layer: int = -1               # layer the index's features come from; -1: from its record
+    units_model: str = ""               # model the index was fit on; empty: the served model
+    units_exact: bool = False           # exact nearest coarse centroid instead of the HNSW top-1
+    backend: str = "torch"              # torch | onnx | onnx-int8
     model_name: str = "mhubert"         # the id clients see; never taken from a request
     model_version: str = "1"
     host: str = "0.0.0.0"
@@ -46,6 +51,11 @@ class Settings:
     admin_key: str = ""
     # lifecycle: load in the foreground (tests, CLI checks) or in the background (liveness stays up)
     eager_load: bool = False
+    lazy: bool = False                  # `mhubert serve`: keep serving (not ready) when the load fails
+    # shutdown and slow clients
+    drain_timeout_s: float = 25.0       # SIGTERM: time for accepted requests (< terminationGracePeriod)
+    body_timeout_s: float = 30.0        # a request body not complete by then gets 408
+    max_form_parts: int = 16            # multipart: more parts -> 413
 
     def __post_init__(self) -> None:
         self.validate()
@@ -54,15 +64,20 @@ class Settings:
         """Raise BadInput naming the first setting out of range."""
         if self.device not in ("cpu", "cuda", "auto"):
             raise BadInput(f"device must be cpu, cuda or auto, got {self.device!r}")
+        if self.backend not in ("torch", "onnx", "onnx-int8"):
+            raise BadInput(f"backend must be torch, onnx or onnx-int8, got {self.backend!r}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise BadInput(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         positive = ("max_batch_size", "max_queue", "max_body_bytes", "max_audio_s", "max_batch_audio_s",
-                    "lid_top_k", "port")
+                    "lid_top_k", "port", "drain_timeout_s", "body_timeout_s", "max_form_parts")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise BadInput(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.max_wait_ms < 0 or self.min_audio_s < 0 or self.num_threads < 0:
             raise BadInput("max_wait_ms, min_audio_s and num_threads must not be negative")
+        if self.units_layer < -1:
+            raise BadInput(f"units_layer must be >= 0 (or -1: from the index's record), got "
+                           f"{self.units_layer}")
         if self.min_audio_s >= self.max_audio_s:
             raise BadInput("min_audio_s must be below max_audio_s")
 

@@ -1,6 +1,11 @@
 """HuBERT-base inference latency: ours vs transformers vs torchaudio, same process, same weights.
 
     .venv/bin/python benchmarks/bench_inference.py [--seconds 10] [--batch 1 8] [--reps 3] [--compile]
+        [--onnx] [--torch-int8] [--preset base|tiny]
+
+``--onnx`` adds our ONNX export under ONNX Runtime (fp32 and dynamic int8: the ``onnx`` and
+``onnx-int8`` serving backends); ``--torch-int8`` adds torch's dynamic int8 quantisation of the Linear
+layers. The max |diff| against ours (fp32 torch) is printed for each.
 
 Our model's weights are exported with ``save_hf`` and loaded by ``transformers.HubertModel``, so the
 two compute the same function (checked below); ``torchaudio.models.hubert_base()`` has random
@@ -37,6 +42,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile(ours)")
+    ap.add_argument("--onnx", action="store_true", help="also time ONNX Runtime fp32 and int8")
+    ap.add_argument("--torch-int8", action="store_true", help="also time torch dynamic int8 (Linear)")
+    ap.add_argument("--preset", default="base", help="model size (tiny: a quick check of the script)")
     ap.add_argument("--layer", type=int, default=6,
                     help="also time layer-L features (clustering): ours stops there, transformers "
                          "runs every layer for output_hidden_states (0 to skip)")
@@ -44,11 +52,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    ours = HubertModel(HubertConfig.preset("base")).eval()
+    ours = HubertModel(HubertConfig.preset(args.preset)).eval()
     with tempfile.TemporaryDirectory() as d:
         save_hf(ours, d)
         hf = transformers.HubertModel.from_pretrained(d, attn_implementation="sdpa").eval()
-    ta = torchaudio.models.hubert_base().eval()
+    ta = torchaudio.models.hubert_base().eval() if args.preset == "base" else None
 
     def run_ours(x):
         return ours.hidden_states(x)[-1]
@@ -68,10 +76,36 @@ def main() -> None:
     def run_ta_layer(x):
         return ta.extract_features(x, num_layers=args.layer)[0][-1]
 
-    models = {"ours": run_ours, "transformers": run_hf, "torchaudio": run_ta}
+    models = {"ours": run_ours, "transformers": run_hf}
+    if ta is not None:
+        models["torchaudio"] = run_ta
     if args.layer:
-        models.update({f"ours L{args.layer}": run_ours_layer, f"transformers L{args.layer}": run_hf_layer,
-                       f"torchaudio L{args.layer}": run_ta_layer})
+        models.update({f"ours L{args.layer}": run_ours_layer, f"transformers L{args.layer}": run_hf_layer})
+        if ta is not None:
+            models[f"torchaudio L{args.layer}"] = run_ta_layer
+    tmp = tempfile.TemporaryDirectory()
+    if args.onnx:
+        import os
+
+        from mhubert.model.onnx import export_onnx, open_session, quantize_int8
+
+        path = export_onnx(ours, os.path.join(tmp.name, "m.onnx"))
+        for name, p in (("ours onnx", path), ("ours onnx-int8",
+                                               quantize_int8(path, os.path.join(tmp.name, "m8.onnx")))):
+            sess = open_session(p, threads=args.threads)
+
+            def run_onnx(x, sess=sess):
+                lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
+                return torch.from_numpy(sess.run(None, {"wav": x.numpy(), "lengths": lengths.numpy()})[-1])
+
+            models[name] = run_onnx
+    if args.torch_int8:
+        q = torch.ao.quantization.quantize_dynamic(ours, {torch.nn.Linear}, dtype=torch.qint8)
+
+        def run_q(x):
+            return q.hidden_states(x)[-1]
+
+        models["ours torch-int8"] = run_q
     if args.compile:
         compiled = torch.compile(ours)
         models["ours+compile"] = compiled
@@ -80,8 +114,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or ''}")
     with torch.inference_mode():
         x = torch.randn(1, n)
-        diff = (run_ours(x) - run_hf(x)).abs().max().item()
-        print(f"max |ours - transformers| on one input: {diff:.2e}")
+        base_out = run_ours(x)
+        for k, fn in models.items():
+            if " L" not in k and k != "ours" and not k.startswith("torchaudio"):
+                print(f"max |{k} - ours| on one input: {(fn(x) - base_out).abs().max().item():.2e}")
         for b in args.batch:
             x = torch.randn(b, n)
             for fn in models.values():  # warm-up (and compile)

@@ -11,7 +11,8 @@ import torch
 from fastapi.testclient import TestClient
 from test_api_support import LID_LABELS, make_assets, tone, wav_bytes
 
-from api.app import create_app, parse_layers
+from api.app import create_app
+from api.routes_v1 import parse_layers
 from api.settings import Settings
 from mhubert.errors import BadInput
 
@@ -120,7 +121,7 @@ def test_models_and_health(client, assets):
     assert client.get("/v2/health/ready").status_code == 200
     assert client.get("/v2/models/mhubert/ready").json() == {"name": "mhubert", "ready": True}
     r = client.get("/v2/models/other/ready")
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 404 and "other" in r.json()["error"]  # the protocol's {"error": "message"}
 
 
 def test_metrics_text(client, audio):

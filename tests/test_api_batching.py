@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_api_support import make_assets, tone, wav_bytes
 
-from api.batching import MicroBatcher, QueueFull
-from api.models import EmbedJob, ModelService
+from api.batching import MicroBatcher, NotReady, QueueFull
+from api.service import Job, ModelService
 from api.settings import Settings
 
 
@@ -32,11 +32,12 @@ def _wavs() -> list[torch.Tensor]:
 def test_alone_vs_batched_within_1e4(service):
     wavs = _wavs()
     layers = tuple(range(5))
-    frames = [service.run_batch([EmbedJob(w, layers, pool=False)])[0] for w in wavs]
-    pooled = [service.run_batch([EmbedJob(w, layers, pool=True)])[0] for w in wavs]
-    lid = [service.run_batch([EmbedJob(w, lid=True)])[0] for w in wavs]
-    jobs = [EmbedJob(w, layers, pool=False) for w in wavs] + [EmbedJob(w, layers, pool=True) for w in wavs] \
-        + [EmbedJob(w, lid=True) for w in wavs]
+    b = service.bundle
+    frames = [service.run_batch([Job(b, w, "embed", layers, pool=False)])[0] for w in wavs]
+    pooled = [service.run_batch([Job(b, w, "embed", layers, pool=True)])[0] for w in wavs]
+    lid = [service.run_batch([Job(b, w, "lid")])[0] for w in wavs]
+    jobs = [Job(b, w, "embed", layers, pool=False) for w in wavs] \
+        + [Job(b, w, "embed", layers, pool=True) for w in wavs] + [Job(b, w, "lid") for w in wavs]
     together = service.run_batch(jobs)
     n = len(wavs)
     for i in range(n):
@@ -128,7 +129,7 @@ def test_concurrent_requests_batched_through_app(service):
 @pytest.mark.parametrize("layers", [(0,), (2,), (3, 1)])
 def test_lower_layers_stop_early_but_match_the_full_forward(service, layers):
     wavs = _wavs()
-    got = service.run_batch([EmbedJob(w, layers, pool=False) for w in wavs])
+    got = service.run_batch([Job(service.bundle, w, "embed", layers, pool=False) for w in wavs])
     model = service.bundle.model
     with torch.no_grad():
         for w, g in zip(wavs, got, strict=True):
@@ -146,20 +147,18 @@ def test_full_queue_answers_429_with_retry_after(service):
     from api.app import create_app
 
     release, entered = threading.Event(), threading.Event()
-    real = service.run_batch
-
-    class Blocking:
-        settings = service.settings
-        bundle = service.bundle
-        ready, state, error, min_samples = True, "ready", "", 400
-
-        def run_batch(self, jobs):
-            entered.set()
-            assert release.wait(60), "never released"
-            return real(jobs)
-
     settings = Settings(model_uri=service.settings.model_uri, max_batch_size=1, max_queue=1, eager_load=True)
-    app = create_app(settings, Blocking())
+    blocked = ModelService(settings)
+    blocked.attach(service.bundle)
+    real = blocked.batcher.runner
+
+    def blocking(jobs):
+        entered.set()
+        assert release.wait(60), "never released"
+        return real(jobs)
+
+    blocked.batcher.runner = blocking
+    app = create_app(settings, blocked)
     body = wav_bytes(tone(0.3))
 
     async def scenario():
@@ -178,3 +177,56 @@ def test_full_queue_answers_429_with_retry_after(service):
     assert first.status_code == 429 and first.headers["retry-after"] == "1"
     assert first.json()["error"]["code"] == "overloaded"
     assert sorted(r.status_code for r in all_) == [200, 200, 429]
+
+
+def test_batcher_stops_and_starts_again():
+    async def main() -> list:
+        b = MicroBatcher(lambda items: [x + 1 for x in items], max_batch_size=2, max_wait_ms=1.0)
+        b.start()
+        first = await b.submit(1, 1)
+        await b.stop()
+        with pytest.raises(NotReady):
+            await b.submit(2, 1)
+        b.start()
+        second = await b.submit(2, 1)
+        await b.stop()
+        return [first, second]
+
+    assert asyncio.run(main()) == [2, 3]
+
+
+def test_app_lifespan_stops_and_restarts_the_batcher(service):
+    """Two lifespans of one app (stop, start, serve): the second serves like the first."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    app = create_app(service.settings, service)
+    body = wav_bytes(tone(0.4))
+    results = []
+    for _ in range(2):
+        with TestClient(app) as c:
+            r = c.post("/v1/embeddings", content=body)
+            assert r.status_code == 200, r.text
+            results.append(r.json()["embeddings"])
+        assert not service.batcher.running
+    np.testing.assert_allclose(results[0], results[1], atol=1e-6)
+
+
+def test_a_job_runs_on_the_bundle_it_was_given(service):
+    """The batch groups jobs by their bundle snapshot: a job queued before a swap runs on the old one."""
+    from mhubert.model import hubert_tiny
+
+    torch.manual_seed(7)
+    other = service.make_bundle(hubert_tiny())
+    w = _wavs()[0]
+    old, new = service.bundle, other
+    got = service.run_batch([Job(old, w, "embed", (4,)), Job(new, w, "embed", (4,)),
+                             Job(old, w, "embed", (4,))])
+    with torch.no_grad():
+        ref_old = old.model.hidden_states(w[None])[4][0].mean(0)
+        ref_new = new.model.hidden_states(w[None])[4][0].mean(0)
+    torch.testing.assert_close(got[0][0], ref_old, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got[2][0], ref_old, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got[1][0], ref_new, atol=1e-4, rtol=0)
+    assert (got[0] - got[1]).abs().max() > 1e-2

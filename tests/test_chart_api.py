@@ -48,8 +48,9 @@ def test_renders_and_validates_strictly(values):
         kubernetes_validate.validate(d, K8S, strict=True)
 
 
-def test_lint_is_clean():
-    report = helm.lint(CHART, strict=True, kube_version="v" + K8S)
+@pytest.mark.parametrize("values", [None, {"kind": "InferenceService"}])
+def test_lint_is_clean(values):
+    report = helm.lint(CHART, values, strict=True, kube_version="v" + K8S)
     assert not report["errors"] and not [m for m in report["messages"] if m["severity"] >= 2], report
 
 
@@ -104,3 +105,87 @@ def test_configmap_env_is_what_settings_reads():
 def test_schema_rejects_bad_values(bad):
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmError):
         chart.validate_schema(chart.merge_values(bad))
+
+
+def _schemas_dir() -> str | None:
+    """../shared/schemas beside the repository (a worktree's: beside the main checkout)."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    roots = [os.path.dirname(here)]
+    try:
+        common = subprocess.run(["git", "rev-parse", "--git-common-dir"], cwd=here, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        roots.append(os.path.dirname(os.path.abspath(os.path.join(here, common))))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for root in roots:
+        d = os.path.join(root, "..", "shared", "schemas")
+        if os.path.isdir(d):
+            return d
+    return None
+
+
+ISVC_ONLY = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "timeout", "labels", "annotations")
+
+
+@pytest.fixture(scope="module")
+def isvc_schema():
+    d = _schemas_dir()
+    if d is None:
+        if os.environ.get("CI") or os.environ.get("MHUBERT_REQUIRE_SCHEMAS"):
+            pytest.fail("../shared/schemas is absent")
+        pytest.skip("../shared/schemas is absent")
+    import jsonschema
+
+    with open(os.path.join(d, "serving.kserve.io_inferenceservices.yaml")) as f:
+        crd = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    return jsonschema.Draft7Validator(version["schema"]["openAPIV3Schema"])
+
+
+@pytest.mark.parametrize("values", [{}, FULL])
+def test_inferenceservice_validates_against_the_kserve_crd(isvc_schema, values):
+    docs = render({**values, "kind": "InferenceService"})
+    kinds = by_kind(docs)
+    assert "InferenceService" in kinds
+    assert not {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                "ServiceMonitor"} & set(kinds)  # KServe owns them
+    isvc = kinds["InferenceService"]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+    errors = sorted(isvc_schema.iter_errors(isvc), key=str)
+    assert not errors, [e.message for e in errors]
+    # the predictor's pod fields are a strict Kubernetes PodSpec: validate them as a Pod
+    pod_spec = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ISVC_ONLY}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": pod_spec}
+    kubernetes_validate.validate(pod, K8S, strict=True)
+    for d in docs:
+        if d["kind"] != "InferenceService":
+            kubernetes_validate.validate(d, K8S, strict=True)
+
+
+def test_inferenceservice_runs_the_deployments_pod_on_8080():
+    isvc = by_kind(render({**FULL, "kind": "InferenceService"}))["InferenceService"]
+    pred = isvc["spec"]["predictor"]
+    dep_pod = by_kind(render(FULL))["Deployment"]["spec"]["template"]["spec"]
+    c = pred["containers"][0]
+    assert c["name"] == "kserve-container" and c["ports"][0]["containerPort"] == 8080
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e for e in c["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-creds"
+    dep_c = dep_pod["containers"][0]
+    assert {**c, "name": "api"} == dep_c  # the same container, probes, env and security context
+    assert pred["securityContext"] == dep_pod["securityContext"]
+    assert pred["volumes"] == dep_pod["volumes"]
+    assert pred["terminationGracePeriodSeconds"] == dep_pod["terminationGracePeriodSeconds"] == 30
+    assert (pred["minReplicas"], pred["maxReplicas"]) == (2, 8)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+
+
+def test_drain_timeout_below_grace_period():
+    cm = by_kind(render())["ConfigMap"]["data"]
+    assert float(cm["MHUBERT_DRAIN_TIMEOUT_S"]) < 30 and cm["MHUBERT_LAZY"] == "true"
+    with pytest.raises(helm.HelmError, match="drainTimeoutS"):
+        render({"terminationGracePeriodSeconds": 20, "shutdown": {"drainTimeoutS": 25}})

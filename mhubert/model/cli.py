@@ -5,15 +5,42 @@ from __future__ import annotations
 import argparse
 
 from mhubert import storage
+from mhubert.errors import BadInput
+
+FORMATS = ("hf", "onnx", "onnx-int8", "hf-classifier")
 
 
 def _export(args: argparse.Namespace) -> int:
     from mhubert.model.convert import load_model, save_hf
 
+    if args.format == "hf-classifier" and not args.lid:
+        raise BadInput("--format hf-classifier needs --lid URI (a LID head directory)")
     model = load_model(args.checkpoint)
-    save_hf(model, args.out)
-    print(f"wrote transformers model ({sum(p.numel() for p in model.parameters()):,} parameters) "
-          f"to {args.out}")
+    n = sum(p.numel() for p in model.parameters())
+    if args.format == "hf":
+        save_hf(model, args.out)
+        print(f"wrote transformers model ({n:,} parameters) to {args.out}")
+    elif args.format in ("onnx", "onnx-int8"):
+        from mhubert.model.onnx import export
+
+        url = storage.join(args.out, "model.int8.onnx" if args.format == "onnx-int8" else "model.onnx")
+        export(model, url, int8=args.format == "onnx-int8")
+        print(f"wrote ONNX graph (inputs wav, lengths; outputs hidden_0..hidden_{model.cfg.num_layers}) "
+              f"to {url}")
+    else:
+        import io
+
+        import torch
+
+        from mhubert.artifacts import LidHead
+        from mhubert.model.hf_classifier import export_hf_classifier, head_weights_from_state
+
+        art = LidHead(args.lid)
+        state = torch.load(io.BytesIO(art.read_bytes(art.HEAD)), map_location="cpu", weights_only=True)
+        head = head_weights_from_state(state["state_dict"], art.read_json(art.LABELS))
+        err = export_hf_classifier(model, head, args.out)
+        exact = "exact" if err < 1e-6 else f"std factorised with max relative error {err:.2g}"
+        print(f"wrote HubertForSequenceClassification ({len(head.labels)} languages, {exact}) to {args.out}")
     return 0
 
 
@@ -32,9 +59,14 @@ def _import(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("model", help="convert HuBERT checkpoints")
     sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    e = sub.add_parser("export", help="trainer checkpoint (.pt) or model dir -> transformers directory")
+    e = sub.add_parser("export", help="trainer checkpoint (.pt) or model dir -> transformers directory, "
+                                      "ONNX graph or transformers audio classifier")
     e.add_argument("--checkpoint", required=True, help="URL of a trainer .pt or a transformers directory")
     e.add_argument("--out", required=True, help="output directory URL")
+    e.add_argument("--format", choices=FORMATS, default="hf",
+                   help="hf: HubertModel directory (default); onnx / onnx-int8: OUT/model[.int8].onnx with "
+                        "every hidden state; hf-classifier: HubertForSequenceClassification with --lid")
+    e.add_argument("--lid", help="LID head directory for --format hf-classifier")
     e.set_defaults(func=_export)
     i = sub.add_parser("import", help="fairseq HuBERT checkpoint -> transformers dir + pretrain.pt")
     i.add_argument("--fairseq", required=True, help="URL of a fairseq checkpoint .pt")
