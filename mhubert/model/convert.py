@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from mhubert import storage
+from mhubert.artifacts import Model
 from mhubert.errors import BadInput
 from mhubert.model.config import HubertConfig
 from mhubert.model.hubert import HubertModel, HubertPretrainModel
@@ -197,17 +198,20 @@ def load_hf(path: str) -> HubertModel:
     return model.eval()
 
 
-def save_hf(model: HubertModel | HubertPretrainModel, path: str) -> None:
-    """Write config.json + model.safetensors loadable by ``transformers.HubertModel.from_pretrained``;
-    atomic per file, ``_SUCCESS`` last. A pretraining model contributes its encoder."""
+def save_hf(model: HubertModel | HubertPretrainModel, path: str) -> Model:
+    """Write config.json + model.safetensors loadable by ``transformers.HubertModel.from_pretrained``
+    as a committed :class:`~mhubert.artifacts.Model` (atomic per file, marker with their sha256
+    last). A pretraining model contributes its encoder."""
     from safetensors.torch import save as save_safetensors
 
     enc = model.encoder if isinstance(model, HubertPretrainModel) else model
     sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(enc).items()}
-    storage.atomic_write(storage.join(path, "model.safetensors"),
-                         save_safetensors(sd, metadata={"format": "pt"}))
-    storage.atomic_write_json(storage.join(path, "config.json"), hf_config_dict(enc.cfg))
-    storage.write_marker(path, {"format": "transformers", "model_type": "hubert"})
+    art = Model(path)
+    art.write_bytes("model.safetensors", save_safetensors(sd, metadata={"format": "pt"}))
+    art.write_json("config.json", hf_config_dict(enc.cfg))
+    art.commit({"format": "transformers", "model_type": "hubert"},
+               settings={"model_config": enc.cfg.to_dict()})
+    return art
 
 
 def _load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str,
