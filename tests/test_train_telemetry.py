@@ -56,8 +56,9 @@ def test_metrics_scraped_twice_match_the_log_and_tensorboard_reads_back(tmp_path
     out = s3_bucket + "/tele"
     port = _free_port()
     scraper = _Scraper(port)
-    callbacks = [*telemetry_callbacks(metrics_port=port, tensorboard=True), scraper]
-    assert [type(c) for c in callbacks[:2]] == [PrometheusMetrics, TensorBoardScalars]
+    assert [type(c) for c in telemetry_callbacks(metrics_port=port)] == [PrometheusMetrics,
+                                                                         TensorBoardScalars]
+    callbacks = [PrometheusMetrics(port, addr="127.0.0.1"), TensorBoardScalars(), scraper]
     res = train(RunArgs(corpus["manifest"], corpus["labels"], out, preset="tiny",
                         overrides=SMALL + ["train.max_update=4", "train.save_interval_updates=2"]),
                 callbacks=callbacks)

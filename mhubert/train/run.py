@@ -19,13 +19,13 @@ from mhubert import storage
 from mhubert.artifacts import (
     Labels,
     Manifest,
-    Model,
     StaleArtifact,
     TrainRun,
     decide,
     fingerprint,
 )
 from mhubert.artifacts.marker import hash_url
+from mhubert.artifacts.marker import read as read_marker
 from mhubert.artifacts.reuse import differences
 from mhubert.data.dataset import LabeledAudio
 from mhubert.errors import BadInput
@@ -34,6 +34,7 @@ from mhubert.train.checkpoint import CheckpointStore
 from mhubert.train.config import Recipe
 from mhubert.train.dist import Dist, init_distributed, shutdown
 from mhubert.train.preempt import StopRequest
+from mhubert.train.telemetry import TENSORBOARD_DIR
 from mhubert.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,14 @@ class RunArgs:
 
 
 def input_fingerprint(url: str) -> str:
-    """An input's identity: a committed artifact's fingerprint, else the sha256 of its marker's
-    file list, else the sha256 of the file itself."""
-    for cls in (Labels, Model):
-        art = cls(url)
-        if art.is_committed():
-            try:
-                m = art.marker()
-            except BadInput:
-                break
-            if m.fingerprint:
-                return m.fingerprint
-            files = sorted((k, v.sha256) for k, v in m.files.items())
-            return hashlib.sha256(repr(files).encode()).hexdigest()
+    """An input's identity: a committed artifact's fingerprint (or, for one committed without
+    settings, the sha256 of its marker's file list), else the sha256 of the file itself."""
+    m = read_marker(url)
+    if m is not None:
+        if m.fingerprint:
+            return m.fingerprint
+        files = sorted((k, v.sha256) for k, v in m.files.items())
+        return hashlib.sha256(repr(files).encode()).hexdigest()
     fs, path = storage.get_fs(url)
     if fs.isfile(path):
         return hash_url(url).sha256
@@ -99,6 +95,8 @@ def _check_checkpoints(on_change: str, run: TrainRun, settings: dict, inputs: di
             storage.remove(run.checkpoints_url, recursive=True)
         if storage.exists(run.log_url):
             storage.remove(run.log_url)
+        if storage.exists(run.path(TENSORBOARD_DIR)):
+            storage.remove(run.path(TENSORBOARD_DIR), recursive=True)
         return "compute"
     record = store.latest_record()
     old = (record or {}).get("fingerprint")

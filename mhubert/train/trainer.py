@@ -24,7 +24,7 @@ import torch
 from mhubert.artifacts import TrainRun
 from mhubert.data.dataset import EpochPlanner, LabeledAudio
 from mhubert.errors import BadInput
-from mhubert.model import HubertPretrainModel, save_hf
+from mhubert.model import HubertPretrainModel, load_model, save_hf
 from mhubert.train import checkpoint as ckpt
 from mhubert.train.callbacks import Callback, CallbackList
 from mhubert.train.config import Recipe
@@ -134,8 +134,6 @@ class Trainer:
 
     def init_encoder(self, url: str) -> None:
         """Start the encoder from a model (transformers directory, trainer or fairseq ``.pt``)."""
-        from mhubert.model import load_model
-
         src = load_model(url)
         try:
             missing, unexpected = self.model.encoder.load_state_dict(src.state_dict(), strict=False)
