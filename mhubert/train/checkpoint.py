@@ -5,10 +5,11 @@ Layout inside a :class:`~mhubert.artifacts.TrainRun`::
     checkpoints/step-XXXXXXXX.pt        torch.save of the trainer's state
     checkpoints/step-XXXXXXXX.pt.json   {"name", "step", "size", "sha256", "fingerprint",
                                          "settings", "inputs"} of that file
-    checkpoints/latest                  the same record for the newest complete checkpoint
+    checkpoints/latest                  text: the file name of the newest complete checkpoint
 
 A checkpoint is written atomically, then its record, then ``latest`` (also atomically): a crash or a
-failed write at any point leaves ``latest`` on the previous complete checkpoint. On resume the
+failed write at any point leaves ``latest`` on the previous complete checkpoint (whose record is
+already there). On resume the
 record's size and sha256 are checked against the bytes; a truncated or corrupt newest checkpoint is
 reported in the log and the newest older one that verifies is used instead.
 """
@@ -70,7 +71,7 @@ class CheckpointStore:
         url = self.path(name)
         storage.atomic_write(url, data)
         storage.atomic_write_json(url + RECORD_SUFFIX, doc)
-        storage.atomic_write_json(self.path(LATEST), doc)
+        storage.atomic_write_text(self.path(LATEST), name + "\n")
         return url
 
     def save(self, step: int, state: dict[str, Any], meta: dict[str, Any] | None = None) -> str:
@@ -101,8 +102,8 @@ class CheckpointStore:
         if not storage.exists(url):
             return None
         text = storage.read_text(url).strip()
-        if _NAME.match(text):  # written by an older version: a bare name, no record
-            return {"name": text}
+        if _NAME.match(text):  # the name; its record is the sidecar (absent: an older version)
+            return self._record(text) or {"name": text}
         try:
             doc = json.loads(text)
         except json.JSONDecodeError:
@@ -140,11 +141,9 @@ class CheckpointStore:
         return data
 
     def latest_record(self) -> dict[str, Any] | None:
-        """The record ``latest`` holds (None without checkpoints; ``{}`` when unreadable)."""
-        p = self._pointer()
-        if p and "size" not in p:
-            return self._record(p["name"]) or p
-        return p
+        """The record of the checkpoint ``latest`` names (None without checkpoints; ``{}`` when
+        ``latest`` is unreadable; only ``{"name"}`` for a checkpoint written without a record)."""
+        return self._pointer()
 
     def latest_url(self) -> str | None:
         """URL of the checkpoint ``latest`` names (unverified), or None when there is none."""
