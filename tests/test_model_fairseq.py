@@ -104,3 +104,17 @@ def test_a_fairseq_pt_is_read_directly_and_round_trips(trained, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(load_model(str(tmp_path / "hf"))(wav), model.encoder(wav),
                                    rtol=0, atol=0)
+
+
+def test_a_changed_byte_in_an_exported_model_is_named(trained, tmp_path):
+    from mhubert.artifacts import CorruptArtifact
+    from mhubert.model import save_hf
+
+    model, _ = trained
+    out = tmp_path / "hf"
+    save_hf(model, str(out))
+    raw = bytearray((out / "model.safetensors").read_bytes())
+    raw[-10] ^= 0x01
+    (out / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CorruptArtifact, match=r"model\.safetensors does not match the sha256"):
+        load_model(str(out))

@@ -19,6 +19,7 @@ import torch
 
 from mhubert import storage
 from mhubert.artifacts import Model, TrainRun
+from mhubert.artifacts.marker import read as read_marker
 from mhubert.errors import BadInput
 from mhubert.model.config import HubertConfig
 from mhubert.model.fairseq import is_fairseq, load_fairseq, read_checkpoint
@@ -143,9 +144,22 @@ def _local_dir(url: str, tmp: str, names: tuple[str, ...]) -> str:
     return tmp
 
 
+def _verify_model_dir(path: str) -> None:
+    """A directory committed by :func:`save_hf` (an mhubert ``model`` marker) is checked against
+    its marker (sizes and sha256) before use: :class:`CorruptArtifact` names a changed file. Other
+    directories (downloaded from a hub, older markers) are read as they are."""
+    try:
+        m = read_marker(path)
+    except BadInput:
+        return
+    if m is not None and m.kind == Model.kind:
+        Model(path).verify([n for n in ("config.json", "model.safetensors") if n in m.files])
+
+
 def load_hf(path: str) -> HubertModel:
     """A transformers ``HubertModel`` directory (config.json + model.safetensors or
     pytorch_model.bin) -> our encoder in eval mode."""
+    _verify_model_dir(path)
     with tempfile.TemporaryDirectory() as tmp:
         d = _local_dir(path, tmp, ("config.json", "model.safetensors", "pytorch_model.bin"))
         cfg_path = os.path.join(d, "config.json")
