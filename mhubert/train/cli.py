@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="pretrain a HuBERT model (torchrun / Kubeflow ready)")
+    train = subparsers.add_parser("train", help="pretrain a HuBERT model (torchrun / PyTorchJob ready)")
     sub = train.add_subparsers(dest="train_command", metavar="ACTION")
     p = sub.add_parser("run", help="train, resuming from the latest checkpoint in --out")
     add_run_args(p)
