@@ -340,3 +340,21 @@ def test_gpu_run_with_bf16_autocast_and_fused_adamw(corpus, tmp_path):
     assert res["finished"]
     rec = json.loads(open(f"{out}/log.jsonl").read().splitlines()[-1])
     assert rec["mem_gb"] > 0 and rec["loss"] == rec["loss"]   # finite, measured on the device
+
+
+def test_a_checkpoint_write_that_never_succeeds_fails_past_its_budget_naming_the_url(tmp_path):
+    from mhubert.train.saver import RetryingWriter
+
+    class Down(ckpt.CheckpointStore):
+        def write(self, step, data, meta=None):
+            raise OSError("connection refused")
+
+    now = [0.0]
+    writer = RetryingWriter(Down(str(tmp_path / "run")), clock=lambda: now[0],
+                            sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert not writer.submit(5, b"x") and writer.pending is not None
+    assert not writer.tick(5) and not writer.tick(6)          # retried at 6 (after 1 update)
+    assert writer.failures == 2 and writer.retry_at == 6 + 4
+    with pytest.raises(BadInput, match=r"could not write checkpoint 5 to .*run/checkpoints within 20 s"):
+        writer.drain(20.0)
+    assert now[0] <= 20.0                                     # the budget bounded the waiting
