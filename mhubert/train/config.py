@@ -47,6 +47,11 @@ class TrainConfig:
             raise BadInput(f"train.keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
 
 
+# fields that change how a run is watched, kept or fed, never its weights (not in its fingerprint)
+WATCH_ONLY = {"train": ("log_interval", "save_interval_updates", "keep_checkpoints"),
+              "data": ("num_workers", "io_threads", "prefetch_batches")}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides what a run trains: the model, the data pipeline, the optimisation."""
@@ -71,7 +76,7 @@ class Recipe:
         """What changes the trained weights (the run's fingerprint): every field but those that
         only change how the run is watched or kept (logging, checkpoint cadence, decoding workers)."""
         d = self.to_dict()
-        for k in ("log_interval", "save_interval_updates", "keep_checkpoints"):
-            d["train"].pop(k)
-        d["data"].pop("num_workers")
+        for section, keys in WATCH_ONLY.items():
+            for k in keys:
+                d[section].pop(k, None)
         return d
