@@ -1,8 +1,9 @@
-"""The trainer under torchrun (2 processes, gloo): replicas stay identical; a SIGKILLed rank is
-recovered by ``--max-restarts 1`` from the last checkpoint; SIGTERM to torchrun (Kubernetes'
-preemption) makes both ranks stop after the same update with one checkpoint; and the run resumed
-from it ends where an uninterrupted run ends. The faults come from a test callback
-(``tests/helpers/train_faults.py``) the trainer loads by name."""
+"""The trainer under torchrun (2 processes, gloo): replicas stay identical, and a SIGKILLed rank is
+recovered by ``--max-restarts 1`` from the last checkpoint, ending where an uninterrupted run ends.
+
+The clean run is launched the way Kubeflow Trainer's torch plugin launches a TrainJob's node: a bare
+``torchrun -m mhubert.train ...`` whose topology comes only from ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
+``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from test_train_corpus import make_toy_corpus
 from mhubert.artifacts import TrainRun
 from mhubert.train import checkpoint as ckpt
 
-pytestmark = pytest.mark.slow   # two torchrun launches of 2 processes each (~1 min on 2 cores)
+pytestmark = pytest.mark.slow   # three torchrun launches (one restarting) of 2 processes each
 
 SETS = ["model.num_layers=2", "data.max_tokens=32000", "data.max_sample_size=16000",
         "data.min_sample_size=16000", "data.num_workers=1", "train.max_update=6",
@@ -35,17 +36,21 @@ def _free_port() -> int:
 def _torchrun(corpus: dict, out: str, extra_env: dict | None = None, restarts: int = 0
               ) -> subprocess.CompletedProcess:
     port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PET_")}
     if restarts:
-        launch = [f"--max-restarts={restarts}", "--rdzv-backend=c10d",
-                  f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=mhubert-test"]
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                  f"--max-restarts={restarts}", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+                  "--rdzv-id=mhubert-test"]
     else:
-        launch = ["--master-addr=127.0.0.1", f"--master-port={port}"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", *launch,
-           "-m", "mhubert.train", "--preset", "tiny", "--manifest", corpus["manifest"],
+        # what the TrainJob's torch plugin gives each node (one node of two processes here)
+        env.update(PET_NNODES="1", PET_NPROC_PER_NODE="2", PET_NODE_RANK="0", PET_MASTER_ADDR="127.0.0.1",
+                   PET_MASTER_PORT=str(port))
+        launch = [os.path.join(os.path.dirname(sys.executable), "torchrun")]
+    cmd = [*launch, "-m", "mhubert.train", "--preset", "tiny", "--manifest", corpus["manifest"],
            "--labels", corpus["labels"], "--out", out]
     for s in SETS:
         cmd += ["--set", s]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(extra_env or {})}
+    env.update(OMP_NUM_THREADS="1", **(extra_env or {}))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -73,6 +78,9 @@ def test_two_ranks_end_with_identical_parameters(clean_run):
 
 
 def test_a_killed_rank_recovers_and_a_sigterm_stops_cleanly_then_resumes(corpus, clean_run, tmp_path):
+    """A SIGKILLed rank, then SIGTERM to torchrun (Kubernetes' preemption): both ranks stop after the
+    same update with one checkpoint, and the run resumed from it ends as the uninterrupted one. The
+    faults come from a test callback (tests/helpers/train_faults.py) the trainer loads by name."""
     out = str(tmp_path / "run")
     killed, termed = str(tmp_path / "killed-once"), str(tmp_path / "termed-once")
     tests_dir = os.path.dirname(os.path.abspath(__file__))
