@@ -30,6 +30,7 @@ import tempfile
 from typing import Any
 
 from mhubert import storage
+from mhubert.errors import BadInput
 from mhubert.train.callbacks import Callback
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,11 @@ class PrometheusMetrics(Callback):
         self.gauges["seconds_since_checkpoint"].set_function(trainer.writer.seconds_since_commit)
         self.gauges["updates"].set(trainer.num_updates)
         self.port = self.base_port + trainer.dist.local_rank
-        self._server, _ = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(self.port, addr=self.addr, registry=self.registry)
+        except OSError as e:
+            raise BadInput(f"cannot serve metrics on {self.addr}:{self.port} (--metrics-port "
+                           f"{self.base_port} + LOCAL_RANK {trainer.dist.local_rank}): {e}") from e
         log.info("Prometheus metrics of rank %s on port %d", rank, self.port)
 
     def on_step_end(self, trainer, stats: dict[str, Any]) -> None:
