@@ -98,3 +98,15 @@ def test_metrics_scraped_twice_match_the_log_and_tensorboard_reads_back(tmp_path
     assert [s for s, _ in got] == [2, 4]
     for (_, value), rec in zip(got, log, strict=True):
         assert value == pytest.approx(rec["loss"], rel=1e-6)      # stored as float32
+
+
+def test_bad_metrics_ports_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    from mhubert.cli import main
+
+    base = ["train", "run", "--preset", "tiny", "--manifest", str(tmp_path / "m.tsv"), "--labels",
+            str(tmp_path / "l"), "--out", str(tmp_path / "o")]
+    assert main(base + ["--metrics-port", "70000"]) == 2
+    assert "--metrics-port must be in 0..65535" in capsys.readouterr().err
+    monkeypatch.setenv("MHUBERT_METRICS_PORT", "ninety")
+    assert main(base) == 2
+    assert "MHUBERT_METRICS_PORT='ninety' is not a port number" in capsys.readouterr().err
