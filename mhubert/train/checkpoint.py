@@ -38,6 +38,7 @@ _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
 
 def checkpoint_name(step: int) -> str:
+    """``step-XXXXXXXX.pt`` (the name ``TrainRun.checkpoint_url`` uses)."""
     return f"step-{step:08d}.pt"
 
 
@@ -68,7 +69,7 @@ class CheckpointStore:
         name = checkpoint_name(step)
         rec = FileRecord.of_bytes(data)
         doc = {**(meta or {}), "name": name, "step": step, "size": rec.size, "sha256": rec.sha256}
-        url = self.path(name)
+        url = self.run.checkpoint_url(step)
         storage.atomic_write(url, data)
         storage.atomic_write_json(url + RECORD_SUFFIX, doc)
         storage.atomic_write_text(self.path(LATEST), name + "\n")

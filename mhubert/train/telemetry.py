@@ -17,8 +17,9 @@ node, as the pod template declares) from its own registry, with a ``rank`` label
 =========================================  ==================================================
 
 :class:`TensorBoardScalars` (rank 0) writes the same figures with ``torch.utils.tensorboard`` into a
-local directory and copies its event files to ``<run>/tensorboard/`` after each log interval, so any
-fsspec URL (S3 included) works and a Kubeflow Tensorboard pointed at the run's prefix shows the curves.
+local directory and copies its event files to ``<run>/tensorboard/`` (at most once a minute, and at the
+end), so any fsspec URL (S3 included) works and a Kubeflow Tensorboard pointed at the run's prefix
+shows the curves. On a local path it writes there directly.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from typing import Any
 
 from mhubert import storage
@@ -36,6 +38,7 @@ from mhubert.train.callbacks import Callback
 log = logging.getLogger(__name__)
 
 TENSORBOARD_DIR = "tensorboard"
+UPLOAD_EVERY_S = 60.0
 METRICS = {
     "updates": "Optimizer updates done",
     "loss": "Training loss of the last log interval (mean over ranks)",
@@ -108,6 +111,7 @@ class TensorBoardScalars(Callback):
         self.local: str | None = None
         self.remote: str | None = None
         self._tmp: str | None = None
+        self._uploaded = 0.0
 
     def on_train_start(self, trainer) -> None:
         if trainer.dist.rank != 0:
@@ -128,11 +132,13 @@ class TensorBoardScalars(Callback):
             self.writer.add_scalar(f"train/{name}", record[key], step)
         self.writer.add_scalar("train/device_memory_gb", record["mem_gb"], step)
         self.writer.flush()
-        self._upload()
+        if time.monotonic() - self._uploaded >= UPLOAD_EVERY_S:
+            self._upload()
 
     def _upload(self) -> None:
         if self._tmp is None or self.local is None or self.remote is None:
             return
+        self._uploaded = time.monotonic()
         for name in sorted(os.listdir(self.local)):
             with open(os.path.join(self.local, name), "rb") as f:
                 storage.atomic_write(storage.join(self.remote, name), f.read())
