@@ -304,7 +304,9 @@ def test_cli_run_in_pad_mode_with_accumulation_then_stop_resume_force(corpus, tm
         "step-00000002.pt"]
 
 
-def test_init_from_loads_the_encoder_and_refuses_a_mismatch(tmp_path):
+def test_init_from_loads_the_encoder_and_refuses_a_mismatch(corpus, tmp_path):
+    from mhubert.artifacts import Labels, Manifest
+    from mhubert.data.dataset import LabeledAudio
     from mhubert.model import HubertConfig, HubertPretrainModel, save_hf
     from mhubert.train.dist import Dist
     from mhubert.train.trainer import Trainer
@@ -314,15 +316,10 @@ def test_init_from_loads_the_encoder_and_refuses_a_mismatch(tmp_path):
     src = HubertPretrainModel(cfg, 8)
     save_hf(src.encoder, str(tmp_path / "hf"))
 
-    class _Data:
-        label_rate, keys, lengths, cfg = 50, [("en", "a")], [16000], Recipe.load("tiny").data
-
-        def __len__(self):
-            return 1
-
     def trainer(sets):
         recipe = Recipe.load("tiny", sets)
-        return Trainer(recipe, _Data(), 8, Dist(), TrainRun(str(tmp_path / "r")))
+        data = LabeledAudio(Manifest.read(corpus["manifest"]), Labels(corpus["labels"]), recipe.data)
+        return Trainer(recipe, data, 8, Dist(), TrainRun(str(tmp_path / "r")))
 
     dst = trainer(["model.num_layers=2"])
     dst.init_encoder(str(tmp_path / "hf"))
