@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mhubert.errors import BadInput
 
-if TYPE_CHECKING:
-    from mhubert.train.trainer import Trainer
+# hooks get the mhubert.train.trainer.Trainer (not imported here: the trainer imports this module)
+Trainer = Any
 
 log = logging.getLogger(__name__)
 
