@@ -11,6 +11,7 @@ import torch
 import torchaudio
 from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
+from mhubert.errors import BadInput
 from mhubert.model import HubertConfig, HubertPretrainModel, load_fairseq, load_model
 from mhubert.model.cli import register
 from mhubert.train.checkpoint import CheckpointStore
@@ -104,6 +105,10 @@ def test_a_fairseq_pt_is_read_directly_and_round_trips(trained, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(load_model(str(tmp_path / "hf"))(wav), model.encoder(wav),
                                    rtol=0, atol=0)
+    # which has no prediction head to export to fairseq: said so
+    with pytest.raises(BadInput, match="transformers directory: it holds the encoder only"):
+        run_cli("model", "export", "--format", "fairseq", "--checkpoint", str(tmp_path / "hf"),
+                "--out", str(tmp_path / "x.pt"))
 
 
 def test_a_changed_byte_in_an_exported_model_is_named(trained, tmp_path):

@@ -264,6 +264,10 @@ def load_pretrain(url: str) -> tuple[HubertPretrainModel, dict[str, Any]]:
     directory: its latest checkpoint), a ``pretrain.pt`` from ``model import``, or a fairseq
     HuBERT checkpoint."""
     url = _run_checkpoint(url) or url
+    if storage.exists(storage.join(url, "config.json")):
+        raise BadInput(f"{url} is a transformers directory: it holds the encoder only, no prediction "
+                       "head; use a trainer checkpoint, a training run directory, a pretrain.pt or a "
+                       "fairseq .pt")
     ckpt = _read_pt(url)
     if is_fairseq(ckpt):
         task = (ckpt.get("cfg") or {}).get("task") or {}
