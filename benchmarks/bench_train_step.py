@@ -121,7 +121,7 @@ def main() -> None:
     ours = HubertPretrainModel(HubertConfig.preset("base"), args.num_classes).to(device).train()
     anchor = hubert_pretrain_base(num_classes=args.num_classes).to(device).train()
     steps = {
-        "mhubert": make_step(ours, lambda: ours(wav, None, labels, 50)["loss"], device,
+        "mhubert": make_step(ours, lambda: ours.loss(ours(wav, None, labels, 50))["loss"], device,
                              args.compile, args.bf16),
         "torchaudio": make_step(anchor, lambda: torchaudio_hubert_loss(*anchor(wav, labels)), device,
                                 args.compile, args.bf16),

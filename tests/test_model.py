@@ -10,6 +10,7 @@ import transformers
 from mhubert.errors import BadInput
 from mhubert.features.ssl import layer_features
 from mhubert.model import HubertConfig, HubertModel, HubertPretrainModel, load_hf, save_hf
+from mhubert.model.loss import pretrain_loss
 
 TOL = 1e-4
 
@@ -196,8 +197,8 @@ def test_pretrain_loss_matches_reference_at_100_and_50_hz(tmp_path, weights):
     mask[0, 3:20] = mask[1, 10:15] = mask[1, 30:45] = True
     expect, n_masked = reference_loss(model, wav, labels_50, mask, tmp_path)
     with torch.no_grad():
-        out50 = model(wav, None, labels_50, 50, mask=mask)
-        out100 = model(wav, None, labels_100, 100, mask=mask)
+        out50 = model.loss(model(wav, None, labels_50, 50, mask=mask))
+        out100 = pretrain_loss(model(wav, None, labels_100, 100, mask=mask), model.cfg)
     for out in (out50, out100):
         torch.testing.assert_close(out["loss"], expect, atol=1e-4, rtol=1e-5)
         assert int(out["count_m"]) == int(out["sample_size"]) == n_masked
@@ -212,10 +213,11 @@ def test_pretrain_drops_frames_without_labels_and_ignores_negative_labels():
     labels = torch.randint(0, 5, (2, 30))
     labels[1, 10:] = -1
     with torch.no_grad():
-        out = model(wav, torch.tensor([16_000, 16_000]), labels, 50, mask=mask)
+        out = model.loss(model(wav, torch.tensor([16_000, 16_000]), labels, 50, mask=mask))
     assert int(out["count_m"]) == 30 + 10
     with torch.no_grad():
-        out = model(wav, torch.tensor([16_000, 8_000]), torch.randint(0, 5, (2, 60)), 50, mask=mask)
+        out = model.loss(model(wav, torch.tensor([16_000, 8_000]), torch.randint(0, 5, (2, 60)), 50,
+                               mask=mask))
     assert int(out["count_m"]) == 49 + 24  # padded frames of row 1 are not scored
 
 
@@ -223,7 +225,7 @@ def test_pretrain_train_step_reaches_every_parameter():
     torch.manual_seed(6)
     model = HubertPretrainModel(HubertConfig.preset("tiny"), num_classes=20).train()
     wav, lengths = torch.randn(2, 24_000), torch.tensor([24_000, 20_000])
-    out = model(wav, lengths, torch.randint(0, 20, (2, 150)), 100)
+    out = model.loss(model(wav, lengths, torch.randint(0, 20, (2, 150)), 100))
     assert torch.isfinite(out["loss"]) and int(out["count_m"]) > 0
     out["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -238,7 +240,8 @@ def test_feature_grad_mult_scales_extractor_gradient():
         model = HubertPretrainModel(HubertConfig.preset("tiny", [f"feature_grad_mult={mult}"]), 8).eval()
         mask = torch.zeros(1, 24, dtype=torch.bool)
         mask[0, 5:15] = True
-        model(torch.randn(1, 8_000), None, torch.randint(0, 8, (1, 24)), 50, mask=mask)["loss"].backward()
+        out = model(torch.randn(1, 8_000), None, torch.randint(0, 8, (1, 24)), 50, mask=mask)
+        model.loss(out)["loss"].backward()
         grads[mult] = model.encoder.feature_extractor.conv_layers[-1].conv.weight.grad.clone()
     torch.testing.assert_close(grads[0.1], grads[1.0] * 0.1, atol=1e-6, rtol=1e-4)
 
@@ -283,6 +286,7 @@ def test_cuda_matches_cpu_and_trains_under_bf16():
     model.train()
     gen = torch.Generator(device="cuda").manual_seed(0)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = model(wav.cuda(), lengths.cuda(), torch.randint(0, 10, (2, 100)).cuda(), 100, generator=gen)
+        out = model.loss(model(wav.cuda(), lengths.cuda(), torch.randint(0, 10, (2, 100)).cuda(), 100,
+                               generator=gen))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and int(out["count_m"]) > 0

@@ -5,13 +5,12 @@ the audio. The tests here pin the corpus itself against the label/duration rule.
 from __future__ import annotations
 
 import io
-import json
 
 import numpy as np
 import soundfile as sf
 
 from mhubert import storage
-from mhubert.corpus.manifest import Manifest, ManifestEntry
+from mhubert.artifacts import Labels, Manifest, ManifestEntry
 
 SR = 16000
 LANGS = ("en", "fr", "sw")
@@ -56,12 +55,15 @@ def make_toy_corpus(root: str, n: int = 12, k: int = 8, label_rate: int = 50, se
     manifest = storage.join(root, "manifest.tsv")
     Manifest(storage.join(root, "audio"), entries).write(manifest)
     labels = storage.join(root, "labels")
+    art = Labels(labels)
     for name, arr in (("labels.npy", np.concatenate(flat)), ("offsets.npy", np.array(offsets, np.int64))):
         b = io.BytesIO()
         np.save(b, arr)
-        storage.atomic_write(storage.join(labels, name), b.getvalue())
-    storage.atomic_write_text(storage.join(labels, "dict.km.txt"), "".join(f"{i} 1\n" for i in range(k)))
-    storage.write_marker(labels, {"num_clusters": k, "label_rate": label_rate})
+        art.write_bytes(name, b.getvalue())
+    art.write_text("dict.km.txt", "".join(f"{i} 1\n" for i in range(k)))
+    art.commit({"num_clusters": k, "label_rate": label_rate},
+               settings={"toy_corpus": {"n": n, "k": k, "seed": seed, "label_rate": label_rate,
+                                         "lengths": lengths or [min_samples, max_samples]}})
     return {"root": root, "manifest": manifest, "labels": labels, "k": k}
 
 
@@ -73,4 +75,4 @@ def test_toy_corpus_round_trips(tmp_path):
     assert sr == SR and len(wav) == 33000
     offs = np.load(io.BytesIO(storage.read_bytes(storage.join(c["labels"], "offsets.npy"))))
     assert np.diff(offs).tolist() == [50, 62, 103]   # n * 50 // 16000
-    assert json.loads(storage.read_text(storage.join(c["labels"], "_SUCCESS")))["label_rate"] == 50
+    assert Labels(c["labels"]).info["label_rate"] == 50

@@ -16,10 +16,10 @@ import pytest
 import torch
 from test_train_corpus import make_toy_corpus
 
-from mhubert import storage
+from mhubert.artifacts import TrainRun
 from mhubert.train import checkpoint as ckpt
 
-pytestmark = pytest.mark.slow   # two torchrun launches of 2 processes each (~1 min on 2 cores)
+pytestmark = pytest.mark.slow   # three torchrun launches (one restarting) of 2 processes each
 
 SETS = ["model.num_layers=2", "data.max_tokens=32000", "data.max_sample_size=16000",
         "data.min_sample_size=16000", "data.num_workers=1", "train.max_update=6",
@@ -68,7 +68,7 @@ def clean_run(corpus, tmp_path_factory):
 
 
 def test_two_ranks_end_with_identical_parameters(clean_run):
-    info = storage.read_json(f"{clean_run}/_SUCCESS")
+    info = TrainRun(clean_run).info
     assert info["world_size"] == 2 and info["step"] == 6
     digests = info["param_sha256"]
     assert len(digests) == 2 and digests[0] == digests[1]
@@ -77,15 +77,32 @@ def test_two_ranks_end_with_identical_parameters(clean_run):
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])
 
 
-def test_a_killed_rank_recovers_from_the_last_checkpoint(corpus, clean_run, tmp_path):
+def test_a_killed_rank_recovers_and_a_sigterm_stops_cleanly_then_resumes(corpus, clean_run, tmp_path):
+    """A SIGKILLed rank, then SIGTERM to torchrun (Kubernetes' preemption): both ranks stop after the
+    same update with one checkpoint, and the run resumed from it ends as the uninterrupted one. The
+    faults come from a test callback (tests/helpers/train_faults.py) the trainer loads by name."""
     out = str(tmp_path / "run")
-    marker = str(tmp_path / "killed-once")
-    proc = _torchrun(corpus, out, {"MHUBERT_TEST_KILL_AT_STEP": "5", "MHUBERT_TEST_KILL_MARKER": marker},
-                     restarts=1)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert os.path.exists(marker)                                    # rank 1 did die once
+    killed, termed = str(tmp_path / "killed-once"), str(tmp_path / "termed-once")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    faults = {"MHUBERT_TRAIN_CALLBACKS": "helpers.train_faults:Faults",
+              "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
+              "MHUBERT_TEST_KILL_AT_STEP": "5", "MHUBERT_TEST_KILL_MARKER": killed,
+              "MHUBERT_TEST_TERM_AT_STEP": "4", "MHUBERT_TEST_TERM_MARKER": termed}
+    # attempt 0: rank 1 is SIGKILLed after update 5; torchrun restarts both ranks from update 3;
+    # attempt 1: after update 4 rank 1 sends SIGTERM to torchrun, which forwards it to both ranks
+    proc = _torchrun(corpus, out, faults, restarts=1)
+    assert os.path.exists(killed) and os.path.exists(termed), proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "step-00000003.pt" in proc.stderr
-    info = storage.read_json(f"{out}/_SUCCESS")
+    assert proc.stderr.count("stop requested (SIGTERM)") == 2, proc.stderr[-3000:]  # both ranks
+    assert "every rank stops after update 4" in proc.stderr
+    assert not TrainRun(out).is_committed()
+    assert ckpt.latest_url(out).endswith("step-00000004.pt")
+    assert ckpt.load(ckpt.latest_url(out))["step"] == 4
+    # the relaunch resumes from the preemption checkpoint and ends as the uninterrupted run
+    proc = _torchrun(corpus, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step-00000004.pt (update 4" in proc.stderr
+    info = TrainRun(out).info
     assert info["param_sha256"][0] == info["param_sha256"][1]
     a, b = ckpt.load(ckpt.latest_url(clean_run)), ckpt.load(ckpt.latest_url(out))
     assert a["position"] == b["position"]

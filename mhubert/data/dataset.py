@@ -10,13 +10,14 @@ batches in DataLoader workers.
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from mhubert import storage
+from mhubert.artifacts import Labels
 from mhubert.data.batching import Batch, collate_crop, collate_pad, plan_epoch
 from mhubert.errors import BadInput
 
@@ -40,22 +41,11 @@ class DataConfig:
     num_workers: int = 2              # DataLoader decoding processes
 
 
-def read_label_dir(labels_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """``(flat labels, offsets (N+1,), _SUCCESS info)`` of a committed labels directory."""
-    if not storage.is_committed(labels_dir):
-        raise BadInput(f"labels directory {labels_dir} has no _SUCCESS marker (not finished?)")
-    info = storage.read_json(storage.join(labels_dir, storage.SUCCESS))
-    try:
-        from mhubert.clustering.assign import read_labels
-    except ImportError:  # clustering area not installed: read the documented format directly
-        import io
-
-        def read_labels(d: str) -> tuple[np.ndarray, np.ndarray]:
-            flat = np.load(io.BytesIO(storage.read_bytes(storage.join(d, "labels.npy"))))
-            offs = np.load(io.BytesIO(storage.read_bytes(storage.join(d, "offsets.npy"))))
-            return flat, offs
-    flat, offsets = read_labels(labels_dir)
-    return flat, np.asarray(offsets, dtype=np.int64), info
+def read_label_dir(labels: Labels | str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(flat labels, offsets (N+1,), marker info)`` of a committed labels artifact."""
+    labels = labels if isinstance(labels, Labels) else Labels(labels)
+    flat, offsets = labels.read()
+    return flat, offsets, labels.info
 
 
 class LabeledAudio:
@@ -65,7 +55,8 @@ class LabeledAudio:
     ``load(i) -> (wav (samples,) float32, labels (frames,) int64 ndarray)``.
     """
 
-    def __init__(self, manifest, labels_dir: str, cfg: DataConfig, label_rate: int | None = None):
+    def __init__(self, manifest, labels_dir: Labels | str, cfg: DataConfig,
+                 label_rate: int | None = None):
         self.manifest = manifest
         self.cfg = cfg
         self.flat, self.offsets, info = read_label_dir(labels_dir)
@@ -143,6 +134,13 @@ def _identity(x):
     return x
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """Decoding workers leave SIGTERM to the trainer: torchrun signals each rank's process group,
+    and a worker dying of it would abort the rank while it writes its preemption checkpoint (the
+    workers still exit with their parent)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class EpochPlanner:
     """Plans each epoch's batches for one rank: two-level sampler draw, then batching.plan_epoch."""
 
@@ -165,6 +163,7 @@ class EpochPlanner:
         workers = self.data.cfg.num_workers
         dl = DataLoader(BatchDecoder(self.data, self.seed), batch_size=None,
                         sampler=batches[start:], num_workers=workers, collate_fn=_identity,
+                        worker_init_fn=_ignore_sigterm if workers else None,
                         persistent_workers=False, prefetch_factor=2 if workers else None,
                         # a private generator: creating the loader must not consume the global
                         # torch RNG, or a resumed run would diverge from an uninterrupted one

@@ -7,12 +7,26 @@ import argparse
 from mhubert import storage
 from mhubert.errors import BadInput
 
-FORMATS = ("hf", "onnx", "onnx-int8", "hf-classifier")
+FORMATS = ("hf", "fairseq", "onnx", "onnx-int8", "hf-classifier")
+
+
+def _export_fairseq(args: argparse.Namespace) -> int:
+    from mhubert.model.convert import load_pretrain
+    from mhubert.model.fairseq import save_fairseq
+
+    model, meta = load_pretrain(args.checkpoint)
+    label_rate = int(args.label_rate or meta.get("label_rate") or 50)
+    save_fairseq(model, args.out, label_rate=label_rate, num_updates=int(meta.get("step", 0)))
+    print(f"wrote fairseq HuBERT checkpoint ({model.num_classes} classes + 4 specials, "
+          f"label_rate {label_rate}) to {args.out}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     from mhubert.model.convert import load_model, save_hf
 
+    if args.format == "fairseq":
+        return _export_fairseq(args)
     if args.format == "hf-classifier" and not args.lid:
         raise BadInput("--format hf-classifier needs --lid URI (a LID head directory)")
     model = load_model(args.checkpoint)
@@ -45,7 +59,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from mhubert.model.convert import load_fairseq, save_checkpoint_model, save_hf
+    from mhubert.model.convert import save_checkpoint_model, save_hf
+    from mhubert.model.fairseq import load_fairseq
 
     model = load_fairseq(args.fairseq)
     # the full pretraining model (for --init-from) first, the transformers dir + _SUCCESS last
@@ -59,14 +74,20 @@ def _import(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("model", help="convert HuBERT checkpoints")
     sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
-    e = sub.add_parser("export", help="trainer checkpoint (.pt) or model dir -> transformers directory, "
-                                      "ONNX graph or transformers audio classifier")
-    e.add_argument("--checkpoint", required=True, help="URL of a trainer .pt or a transformers directory")
-    e.add_argument("--out", required=True, help="output directory URL")
+    e = sub.add_parser("export", help="trainer checkpoint / run / model dir -> transformers directory, "
+                                      "fairseq .pt, ONNX graph or transformers audio classifier")
+    e.add_argument("--checkpoint", required=True,
+                   help="URL of a trainer .pt, a training run directory (fairseq), a transformers "
+                        "directory or a fairseq .pt")
+    e.add_argument("--out", required=True, help="output URL: a directory, or a .pt file for fairseq")
     e.add_argument("--format", choices=FORMATS, default="hf",
-                   help="hf: HubertModel directory (default); onnx / onnx-int8: OUT/model[.int8].onnx with "
-                        "every hidden state; hf-classifier: HubertForSequenceClassification with --lid")
+                   help="hf: HubertModel directory (default); fairseq: a checkpoint in the layout of "
+                        "mHuBERT-147's released .pt (needs the prediction head); onnx / onnx-int8: "
+                        "OUT/model[.int8].onnx with every hidden state; hf-classifier: "
+                        "HubertForSequenceClassification with --lid")
     e.add_argument("--lid", help="LID head directory for --format hf-classifier")
+    e.add_argument("--label-rate", type=int, default=None,
+                   help="fairseq: cfg label_rate in Hz (default: the checkpoint's, else 50)")
     e.set_defaults(func=_export)
     i = sub.add_parser("import", help="fairseq HuBERT checkpoint -> transformers dir + pretrain.pt")
     i.add_argument("--fairseq", required=True, help="URL of a fairseq checkpoint .pt")

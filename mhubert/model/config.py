@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
 BASE_CONV = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
@@ -104,6 +105,11 @@ class HubertConfig:
         for _, _, s in self.conv_layers:
             out *= s
         return out
+
+    @property
+    def frame_rate(self) -> int:
+        """Frames per second at ``SAMPLE_RATE`` (50 for the base extractor)."""
+        return SAMPLE_RATE // self.total_stride
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists); inverse of :meth:`from_dict`."""

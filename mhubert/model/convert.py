@@ -1,28 +1,30 @@
-"""Checkpoint conversion: transformers directories, fairseq HuBERT checkpoints, trainer checkpoints.
+"""Checkpoint conversion: transformers directories, trainer checkpoints, and :func:`load_model` /
+:func:`load_pretrain_model`, which also take fairseq HuBERT checkpoints (:mod:`mhubert.model.fairseq`).
 
-All three are renamings of the same tensors (:data:`HF_RENAMES`, :data:`FAIRSEQ_RENAMES`); every
+All are renamings of the same tensors (:data:`HF_RENAMES`, ``fairseq.FAIRSEQ_RENAMES``); every
 path is an fsspec URL (remote files are downloaded to a temporary directory first).
 """
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import logging
 import os
 import pickle
-import re
 import tempfile
-import types
 from typing import Any
 
 import torch
 
 from mhubert import storage
+from mhubert.artifacts import Model, TrainRun
+from mhubert.artifacts.marker import read as read_marker
 from mhubert.errors import BadInput
 from mhubert.model.config import HubertConfig
+from mhubert.model.fairseq import is_fairseq, load_fairseq, read_checkpoint
 from mhubert.model.hubert import HubertModel, HubertPretrainModel
+from mhubert.model.state import load_into, strip_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -37,40 +39,8 @@ HF_RENAMES: list[tuple[str, str]] = [
     ("feature_extractor.", "feature_extractor."),
 ]
 
-# (fairseq regex, our replacement) for a fairseq hubert.HubertModel state_dict.
-FAIRSEQ_RENAMES: list[tuple[str, str]] = [
-    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.", r"encoder.feature_extractor.conv_layers.\1.conv."),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.(?:1\.)?",
-     r"encoder.feature_extractor.conv_layers.\1.layer_norm."),
-    (r"^layer_norm\.", "encoder.feature_norm."),
-    (r"^post_extract_proj\.", "encoder.feature_proj."),
-    (r"^mask_emb$", "encoder.mask_emb"),
-    (r"^encoder\.pos_conv\.0\.weight_g$", "encoder.pos_conv.conv.parametrizations.weight.original0"),
-    (r"^encoder\.pos_conv\.0\.weight_v$", "encoder.pos_conv.conv.parametrizations.weight.original1"),
-    (r"^encoder\.pos_conv\.0\.", "encoder.pos_conv.conv."),  # bias; newer parametrizations.*
-    (r"^encoder\.layer_norm\.", "encoder.encoder_norm."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.", r"encoder.layers.\1.attention."),
-    (r"^encoder\.layers\.(\d+)\.self_attn_layer_norm\.", r"encoder.layers.\1.layer_norm."),
-    (r"^encoder\.layers\.(\d+)\.fc1\.", r"encoder.layers.\1.feed_forward.intermediate_dense."),
-    (r"^encoder\.layers\.(\d+)\.fc2\.", r"encoder.layers.\1.feed_forward.output_dense."),
-    (r"^encoder\.layers\.(\d+)\.final_layer_norm\.", r"encoder.layers.\1.final_layer_norm."),
-    (r"^final_proj\.", "final_proj."),
-    (r"^label_embs_concat$", "label_embs"),
-]
-FAIRSEQ_SPECIALS = 4  # <s> <pad> </s> <unk> come before the K cluster ids in fairseq's Dictionary
 _OLD_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0",
                     "weight_v": "parametrizations.weight.original1"}
-
-
-def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes."""
-    out = {}
-    for k, v in sd.items():
-        for p in ("module.", "_orig_mod."):
-            while k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
 
 
 # -- transformers ------------------------------------------------------------------------------
@@ -174,9 +144,22 @@ def _local_dir(url: str, tmp: str, names: tuple[str, ...]) -> str:
     return tmp
 
 
+def _verify_model_dir(path: str) -> None:
+    """A directory committed by :func:`save_hf` (an mhubert ``model`` marker) is checked against
+    its marker (sizes and sha256) before use: :class:`CorruptArtifact` names a changed file. Other
+    directories (downloaded from a hub, older markers) are read as they are."""
+    try:
+        m = read_marker(path)
+    except BadInput:
+        return
+    if m is not None and m.kind == Model.kind:
+        Model(path).verify([n for n in ("config.json", "model.safetensors") if n in m.files])
+
+
 def load_hf(path: str) -> HubertModel:
     """A transformers ``HubertModel`` directory (config.json + model.safetensors or
     pytorch_model.bin) -> our encoder in eval mode."""
+    _verify_model_dir(path)
     with tempfile.TemporaryDirectory() as tmp:
         d = _local_dir(path, tmp, ("config.json", "model.safetensors", "pytorch_model.bin"))
         cfg_path = os.path.join(d, "config.json")
@@ -193,183 +176,117 @@ def load_hf(path: str) -> HubertModel:
         else:
             raise BadInput(f"{path} has neither model.safetensors nor pytorch_model.bin")
     model = HubertModel(cfg)
-    _load_into(model, from_hf_state_dict(sd), path, allow_missing=("mask_emb",))
+    load_into(model, from_hf_state_dict(sd), path, allow_missing=("mask_emb",))
     return model.eval()
 
 
-def save_hf(model: HubertModel | HubertPretrainModel, path: str) -> None:
-    """Write config.json + model.safetensors loadable by ``transformers.HubertModel.from_pretrained``;
-    atomic per file, ``_SUCCESS`` last. A pretraining model contributes its encoder."""
+def save_hf(model: HubertModel | HubertPretrainModel, path: str) -> Model:
+    """Write config.json + model.safetensors loadable by ``transformers.HubertModel.from_pretrained``
+    as a committed :class:`~mhubert.artifacts.Model` (atomic per file, marker with their sha256
+    last). A pretraining model contributes its encoder."""
     from safetensors.torch import save as save_safetensors
 
     enc = model.encoder if isinstance(model, HubertPretrainModel) else model
     sd = {k: v.detach().to("cpu").contiguous() for k, v in to_hf_state_dict(enc).items()}
-    storage.atomic_write(storage.join(path, "model.safetensors"),
-                         save_safetensors(sd, metadata={"format": "pt"}))
-    storage.atomic_write_json(storage.join(path, "config.json"), hf_config_dict(enc.cfg))
-    storage.write_marker(path, {"format": "transformers", "model_type": "hubert"})
-
-
-def _load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor], where: str,
-               allow_missing: tuple[str, ...] = ()) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd) - set(allow_missing))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise BadInput(f"{where}: checkpoint does not match the model config; missing "
-                       f"{missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected "
-                       f"{unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
-    for k, v in sd.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise BadInput(f"{where}: {k} has shape {tuple(v.shape)}, the config expects "
-                           f"{tuple(own[k].shape)}")
-    model.load_state_dict(sd, strict=False)
-
-
-# -- fairseq -----------------------------------------------------------------------------------
-class _Stub:
-    """Stand-in for classes of packages that are not installed (fairseq's Dictionary, ...)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-
-class _StubUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Stub,), {"__module__": module})
-
-
-_stub_pickle = types.SimpleNamespace(Unpickler=_StubUnpickler, __name__="mhubert_stub_pickle",
-                                     load=lambda f, **kw: _StubUnpickler(f, **kw).load())
-
-
-def _parse_conv_layers(spec: Any) -> tuple[tuple[int, int, int], ...]:
-    """fairseq's ``conv_feature_layers`` string, e.g. ``[(512,10,5)] + [(512,3,2)] * 4``, evaluated
-    without ``eval`` (lists, tuples, ints, + and * only)."""
-    if not isinstance(spec, str):
-        return tuple(tuple(c) for c in spec)
-
-    def ev(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, (ast.List, ast.Tuple)):
-            items = [ev(e) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Mult)):
-            a, b = ev(node.left), ev(node.right)
-            return a + b if isinstance(node.op, ast.Add) else a * b
-        raise BadInput(f"unsupported conv_feature_layers expression: {spec!r}")
-
-    try:
-        return tuple(tuple(c) for c in ev(ast.parse(spec, mode="eval")))
-    except SyntaxError as e:
-        raise BadInput(f"bad conv_feature_layers {spec!r}: {e}") from e
-
-
-def config_from_fairseq(m: dict[str, Any]) -> HubertConfig:
-    """fairseq ``cfg["model"]`` (a dict) -> HubertConfig."""
-    if m.get("activation_fn", "gelu") != "gelu":
-        raise BadInput(f"only GELU models are supported, got activation_fn={m.get('activation_fn')!r}")
-    if m.get("conv_pos_batch_norm", False):
-        raise BadInput("conv_pos_batch_norm=true is not supported")
-    base = HubertConfig()
-    g = m.get
-    return HubertConfig(
-        conv_layers=_parse_conv_layers(g("conv_feature_layers", base.conv_layers)),
-        conv_bias=bool(g("conv_bias", False)), extractor_mode=g("extractor_mode", "default"),
-        embed_dim=g("encoder_embed_dim", 768), num_layers=g("encoder_layers", 12),
-        num_heads=g("encoder_attention_heads", 12), ffn_dim=g("encoder_ffn_embed_dim", 3072),
-        layer_norm_first=bool(g("layer_norm_first", False)), conv_pos=g("conv_pos", 128),
-        conv_pos_groups=g("conv_pos_groups", 16), dropout=g("dropout", 0.1),
-        attention_dropout=g("attention_dropout", 0.1), activation_dropout=g("activation_dropout", 0.0),
-        dropout_input=g("dropout_input", 0.0), dropout_features=g("dropout_features", 0.0),
-        layerdrop=g("encoder_layerdrop", 0.0), feature_grad_mult=g("feature_grad_mult", 1.0),
-        mask_prob=g("mask_prob", 0.65), mask_length=g("mask_length", 10),
-        final_dim=g("final_dim", 0) or g("encoder_embed_dim", 768), logit_temp=g("logit_temp", 0.1),
-    )
-
-
-def fairseq_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fairseq hubert state_dict -> ours (``HubertPretrainModel`` names; specials dropped)."""
-    out = {}
-    for k, v in sd.items():
-        new = None
-        for pat, rep in FAIRSEQ_RENAMES:
-            if re.search(pat, k):
-                new = re.sub(pat, rep, k)
-                break
-        if new is None:
-            raise BadInput(f"unexpected fairseq parameter {k!r}")
-        out[new] = v
-    if "label_embs" in out:
-        out["label_embs"] = out["label_embs"][FAIRSEQ_SPECIALS:]
-    return out
-
-
-def load_fairseq(path: str) -> HubertPretrainModel:
-    """A fairseq HuBERT checkpoint (``{"cfg": {"model": ...}, "model": state_dict}``) -> our
-    pretraining model (eval mode); ``label_embs`` keeps the K cluster rows, not the 4 specials."""
-    ckpt = torch.load(io.BytesIO(storage.read_bytes(path)), map_location="cpu", weights_only=False,
-                      pickle_module=_stub_pickle)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise BadInput(f"{path} is not a fairseq checkpoint (no 'model' entry)")
-    model_cfg = (ckpt.get("cfg") or {}).get("model") if isinstance(ckpt.get("cfg"), dict) else None
-    if model_cfg is None and ckpt.get("args") is not None:
-        model_cfg = vars(ckpt["args"]) if not isinstance(ckpt["args"], dict) else ckpt["args"]
-    if not isinstance(model_cfg, dict):
-        raise BadInput(f"{path} has no cfg['model'] (or args) dict")
-    cfg = config_from_fairseq(model_cfg)
-    sd = fairseq_state_dict(ckpt["model"])
-    if "label_embs" not in sd or "final_proj.weight" not in sd:
-        raise BadInput(f"{path}: no label_embs_concat/final_proj (a fine-tuned model?)")
-    if sd["final_proj.weight"].shape[0] != cfg.final_dim:
-        raise BadInput(f"{path}: final_proj has {sd['final_proj.weight'].shape[0]} outputs; only one "
-                       f"label set (final_dim {cfg.final_dim}) is supported")
-    model = HubertPretrainModel(cfg, sd["label_embs"].shape[0])
-    _load_into(model, sd, path)
-    return model.eval()
+    art = Model(path)
+    art.write_bytes("model.safetensors", save_safetensors(sd, metadata={"format": "pt"}))
+    art.write_json("config.json", hf_config_dict(enc.cfg))
+    art.commit({"format": "transformers", "model_type": "hubert"},
+               settings={"model_config": enc.cfg.to_dict()})
+    return art
 
 
 # -- trainer checkpoints -----------------------------------------------------------------------
 def encoder_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """HubertPretrainModel or HubertModel state_dict -> HubertModel state_dict."""
-    sd = _strip_prefixes(sd)
+    sd = strip_prefixes(sd)
     if any(k.startswith("encoder.feature_extractor.") for k in sd):
         return {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     return sd
 
 
-def load_checkpoint_model(path: str) -> HubertModel:
-    """A trainer checkpoint ``{"model_config": dict, "model": state_dict, ...}`` -> encoder (eval)."""
+def _read_pt(path: str) -> dict[str, Any]:
+    """A ``.pt`` as a dict: weights-only when it can be, else full unpickling (our trainer stores
+    RNG states; fairseq stores its Dictionary, read through stubs)."""
     data = storage.read_bytes(path)
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        # our own trainer may store extra Python objects (e.g. RNG states) next to the weights
         log.warning("%s needs full unpickling (weights_only=False); load only trusted files", path)
-        try:
-            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise BadInput(f"{path} is not a readable checkpoint: {e}") from e
-    except (RuntimeError, EOFError) as e:
+        ckpt = read_checkpoint(data, path)
+    except (RuntimeError, EOFError, ValueError) as e:
         raise BadInput(f"{path} is not a readable checkpoint: {e}") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise BadInput(f"{path} is not a trainer checkpoint (needs 'model' and 'model_config')")
-    model = HubertModel(HubertConfig.from_dict(ckpt["model_config"]))
-    _load_into(model, encoder_state_dict(ckpt["model"]), path)
+    if not isinstance(ckpt, dict):
+        raise BadInput(f"{path} is not a checkpoint (a {type(ckpt).__name__})")
+    return ckpt
+
+
+def _pretrain_from(ckpt: dict[str, Any], path: str) -> HubertPretrainModel:
+    if "num_classes" not in ckpt:
+        raise BadInput(f"{path} holds an encoder only, no prediction head (use a trainer "
+                       "checkpoint, a pretrain.pt or a fairseq checkpoint)")
+    model = HubertPretrainModel(HubertConfig.from_dict(ckpt["model_config"]), int(ckpt["num_classes"]))
+    load_into(model, strip_prefixes(ckpt["model"]), path)
     return model.eval()
 
 
+def _check_trainer(ckpt: dict[str, Any], path: str) -> None:
+    if "model" not in ckpt or "model_config" not in ckpt:
+        raise BadInput(f"{path} is not a trainer checkpoint (needs 'model' and 'model_config') "
+                       "nor a fairseq HuBERT checkpoint")
+
+
+def load_checkpoint_model(path: str) -> HubertModel:
+    """A trainer checkpoint ``{"model_config": dict, "model": state_dict, ...}`` or a fairseq HuBERT
+    checkpoint -> encoder (eval)."""
+    ckpt = _read_pt(path)
+    if is_fairseq(ckpt):
+        return load_fairseq(path).encoder
+    _check_trainer(ckpt, path)
+    model = HubertModel(HubertConfig.from_dict(ckpt["model_config"]))
+    load_into(model, encoder_state_dict(ckpt["model"]), path)
+    return model.eval()
+
+
+def _run_checkpoint(url: str) -> str | None:
+    """The checkpoint a training run directory's ``checkpoints/latest`` names, if ``url`` is one."""
+    run = TrainRun(url)
+    if not storage.exists(run.latest_pointer_url):
+        return None
+    text = storage.read_text(run.latest_pointer_url).strip()  # {"name": ..., "sha256": ...}
+    name = json.loads(text)["name"] if text.startswith("{") else text
+    return storage.join(run.checkpoints_url, name)
+
+
+def load_pretrain(url: str) -> tuple[HubertPretrainModel, dict[str, Any]]:
+    """Encoder + prediction head (eval) and what the file says about its training
+    (``label_rate``, ``step``; absent when unknown): from a trainer checkpoint (or a training run
+    directory: its latest checkpoint), a ``pretrain.pt`` from ``model import``, or a fairseq
+    HuBERT checkpoint."""
+    url = _run_checkpoint(url) or url
+    if storage.exists(storage.join(url, "config.json")):
+        raise BadInput(f"{url} is a transformers directory: it holds the encoder only, no prediction "
+                       "head; use a trainer checkpoint, a training run directory, a pretrain.pt or a "
+                       "fairseq .pt")
+    ckpt = _read_pt(url)
+    if is_fairseq(ckpt):
+        task = (ckpt.get("cfg") or {}).get("task") or {}
+        hist = ckpt.get("optimizer_history") or [{}]
+        meta = {"label_rate": task.get("label_rate"), "step": hist[-1].get("num_updates")}
+        return load_fairseq(url), {k: v for k, v in meta.items() if v is not None}
+    _check_trainer(ckpt, url)
+    meta = {k: ckpt[k] for k in ("label_rate", "step") if k in ckpt}
+    return _pretrain_from(ckpt, url), meta
+
+
+def load_pretrain_model(url: str) -> HubertPretrainModel:
+    """:func:`load_pretrain` without the training facts."""
+    return load_pretrain(url)[0]
+
+
 def load_model(url: str) -> HubertModel:
-    """An encoder for inference (eval mode): a transformers directory or a trainer ``.pt``."""
+    """An encoder for inference (eval mode): a transformers directory, a trainer ``.pt`` or a
+    fairseq HuBERT ``.pt``."""
     if url.endswith((".pt", ".pth", ".ckpt")):
         return load_checkpoint_model(url)
     if storage.exists(storage.join(url, "config.json")):

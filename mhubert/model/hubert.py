@@ -4,7 +4,8 @@ Shapes: B batch, S samples (16 kHz), T frames (50 Hz), C conv channels, D embed_
 
     wav (B, S) -> conv extractor (B, C, T) -> LayerNorm(C) -> Linear(C->D) -> [mask_emb at masked t]
       -> x + GELU(pos_conv(x)) -> LayerNorm -> N x post-LN layer -> (B, T, D)
-    pretraining: final_proj (D->F) · label_embs (K, F): cosine / logit_temp -> CE on masked frames
+    pretraining: final_proj (D->F) · label_embs (K, F): cosine / logit_temp -> logits for the loss
+    (``mhubert.model.loss``: CE on masked frames + feature penalty)
 
 The parameter layout is transformers' ``HubertModel`` with shorter names (see
 ``mhubert.model.convert.HF_RENAMES``), so conversion is a renaming. Unlike transformers, padding is
@@ -24,6 +25,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from mhubert.errors import BadInput
 from mhubert.model.config import HubertConfig
+from mhubert.model.loss import PretrainOutput, cosine_logits, pretrain_loss
 from mhubert.model.masking import compute_span_mask
 
 LN_EPS = 1e-5
@@ -318,20 +320,19 @@ class HubertPretrainModel(nn.Module):
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None, labels: torch.Tensor,
                 label_rate: int, mask: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None) -> PretrainOutput:
         """wav (B, S), lengths (B,) samples or None, labels (B, L) long at ``label_rate`` Hz (<0 ignored).
 
-        Model frame t predicts ``labels[:, t * label_rate // 50]`` (fairseq feat2tar; every second
-        label at 100 Hz); frames beyond the labels are dropped before the transformer. ``mask``
-        (B, T) overrides the random span mask. Returns scalars: ``loss`` = mean CE over masked frames
-        + feature_pen_weight * features_pen (fairseq's sum / sample_size with sample_size = masked
-        frames is the same number), ``loss_m`` (CE sum, masked), ``correct_m``/``count_m``,
-        ``correct_u``/``count_u`` (unmasked frames, no loss), ``features_pen``, ``sample_size``.
+        Model frame t predicts ``labels[:, t * label_rate // frame_rate]`` (fairseq feat2tar; every
+        second label at 100 Hz); frames beyond the labels are dropped before the transformer.
+        ``mask`` (B, T) overrides the random span mask. Returns what the loss needs
+        (:class:`~mhubert.model.loss.PretrainOutput`); :meth:`loss` / ``loss.pretrain_loss`` turn
+        it into the loss and accuracies.
         """
         enc, cfg = self.encoder, self.cfg
         if labels.dim() != 2 or labels.shape[0] != wav.shape[0]:
             raise BadInput(f"labels must be (batch, L) with batch {wav.shape[0]}, got {tuple(labels.shape)}")
-        frame_rate = 16000 // cfg.total_stride
+        frame_rate = cfg.frame_rate
         if label_rate <= 0 or label_rate % frame_rate:
             raise BadInput(f"label_rate must be a positive multiple of {frame_rate} Hz, got {label_rate}")
         ratio = label_rate // frame_rate
@@ -370,21 +371,13 @@ class HubertPretrainModel(nn.Module):
         x = enc.encode(x, flen)[0]
 
         scored = valid & (targets >= 0)
-        # cosine similarity to every label embedding (fairseq compute_nce over all classes)
-        proj = F.normalize(self.final_proj(x).float(), dim=-1, eps=1e-8)
-        logits = proj @ F.normalize(self.label_embs.float(), dim=-1, eps=1e-8).t() / cfg.logit_temp
-        ce = F.cross_entropy(logits.transpose(1, 2), targets.clamp(min=0), reduction="none")
-        m_sel, u_sel = scored & mask, scored & ~mask
-        hit = logits.argmax(-1) == targets
-        count_m = m_sel.sum()
-        loss_m = (ce * m_sel).sum()
-        weighted = cfg.pred_masked_weight * loss_m
-        if cfg.pred_nomask_weight > 0:
-            weighted = weighted + cfg.pred_nomask_weight * (ce * u_sel).sum()
-        loss = weighted / count_m.clamp(min=1) + cfg.feature_pen_weight * features_pen
-        return {"loss": loss, "loss_m": loss_m.detach(), "correct_m": (hit & m_sel).sum(),
-                "count_m": count_m, "correct_u": (hit & u_sel).sum(), "count_u": u_sel.sum(),
-                "features_pen": features_pen.detach(), "sample_size": count_m}
+        logits = cosine_logits(self.final_proj(x), self.label_embs, cfg.logit_temp)
+        return PretrainOutput(logits=logits, targets=targets, masked=scored & mask,
+                              unmasked=scored & ~mask, features_pen=features_pen)
+
+    def loss(self, out: PretrainOutput) -> dict[str, torch.Tensor]:
+        """``pretrain_loss(out, self.cfg)``: loss, CE sum, accuracies' counts."""
+        return pretrain_loss(out, self.cfg)
 
 
 def hubert_base() -> HubertModel:

@@ -1,5 +1,5 @@
-"""HuBERT pretraining: config, LR schedule, checkpoints and the distributed trainer."""
+"""HuBERT pretraining: the recipe (``config``), the :class:`~mhubert.train.trainer.Trainer`, its
+checkpoints, callbacks and telemetry, and one run start to finish (``run.train``).
 
-from mhubert.train.config import TrainConfig
-
-__all__ = ["TrainConfig"]
+Nothing is imported here, so ``mhubert train --help`` stays free of torch.
+"""

@@ -1,4 +1,4 @@
-"""Trainer configuration: the ``train:`` preset section, and loading all three sections with overrides."""
+"""The training recipe: the ``model:``, ``data:`` and ``train:`` preset sections as one typed object."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from mhubert.config import from_preset
+from mhubert.config import load_sections
+from mhubert.data.dataset import DataConfig
 from mhubert.errors import BadInput
+from mhubert.model.config import HubertConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and run control. Counts are optimizer updates unless named otherwise."""
 
@@ -27,51 +29,54 @@ class TrainConfig:
     log_interval: int = 200
     compile: bool = False             # torch.compile the model
     bf16: bool = True                 # bf16 autocast (CUDA only)
+    keep_checkpoints: int = 0         # keep the newest N checkpoints (0: all)
 
-    def validate(self) -> None:
-        if self.max_update < 1 or self.update_freq < 1 or self.save_interval_updates < 1 \
-                or self.log_interval < 1:
-            raise BadInput("train.max_update, update_freq, save_interval_updates and log_interval "
-                           "must be >= 1")
-        if self.warmup_updates < 0 or self.lr <= 0:
-            raise BadInput("train.lr must be > 0 and train.warmup_updates >= 0")
-
-
-SECTIONS = ("model", "data", "train")
-
-
-def split_overrides(items: list[str] | None, known: dict[str, set[str]]) -> dict[str, list[str]]:
-    """Route ``section.key=value`` (or a bare ``key=value`` that only one section has) to its section."""
-    out: dict[str, list[str]] = {s: [] for s in known}
-    for item in items or []:
-        if "=" not in item:
-            raise BadInput(f"--set {item!r} must look like key=value (e.g. train.lr=1e-4)")
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if "." in key:
-            section, name = key.split(".", 1)
-            if section not in known:
-                raise BadInput(f"--set {item!r}: unknown section {section!r}; "
-                               f"use one of {', '.join(known)}")
-        else:
-            owners = [s for s, names in known.items() if key in names]
-            if len(owners) != 1:
-                raise BadInput(f"--set {item!r}: " + (
-                    f"ambiguous key, prefix a section ({', '.join(owners)})" if owners
-                    else "unknown option"))
-            section, name = owners[0], key
-        out[section].append(f"{name}={value}")
-    return out
+    def __post_init__(self) -> None:
+        for name in ("max_update", "update_freq", "save_interval_updates", "log_interval"):
+            if getattr(self, name) < 1:
+                raise BadInput(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise BadInput(f"train.lr must be > 0, got {self.lr}")
+        if self.warmup_updates < 0:
+            raise BadInput(f"train.warmup_updates must be >= 0, got {self.warmup_updates}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise BadInput(f"train.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.eps <= 0 or self.weight_decay < 0 or self.clip_norm <= 0:
+            raise BadInput("train.eps and train.clip_norm must be > 0 and train.weight_decay >= 0")
+        if self.keep_checkpoints < 0:
+            raise BadInput(f"train.keep_checkpoints must be >= 0, got {self.keep_checkpoints}")
 
 
-def load_configs(preset: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    """``{"model": HubertConfig, "data": DataConfig, "train": TrainConfig}`` from a preset + ``--set``."""
-    from mhubert.data.dataset import DataConfig
-    from mhubert.model import HubertConfig
+# fields that change how a run is watched, kept or fed, never its weights (not in its fingerprint)
+WATCH_ONLY = {"train": ("log_interval", "save_interval_updates", "keep_checkpoints"),
+              "data": ("num_workers", "io_threads", "prefetch_batches")}
 
-    classes = {"model": HubertConfig, "data": DataConfig, "train": TrainConfig}
-    known = {s: {f.name for f in dataclasses.fields(c)} for s, c in classes.items()}
-    routed = split_overrides(overrides, known)
-    cfgs = {s: from_preset(c, s, preset, routed[s]) for s, c in classes.items()}
-    cfgs["train"].validate()
-    return cfgs
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides what a run trains: the model, the data pipeline, the optimisation."""
+
+    model: HubertConfig
+    data: DataConfig
+    train: TrainConfig
+
+    SECTIONS = {"model": HubertConfig, "data": DataConfig, "train": TrainConfig}
+
+    @classmethod
+    def load(cls, preset: str = "base", overrides: list[str] | None = None) -> Recipe:
+        """From a preset (name or YAML URL) plus ``--set section.key=value`` overrides."""
+        return cls(**load_sections(preset, cls.SECTIONS, overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able ``{"model": ..., "data": ..., "train": ...}``."""
+        return {"model": self.model.to_dict(), "data": dataclasses.asdict(self.data),
+                "train": {**dataclasses.asdict(self.train), "betas": list(self.train.betas)}}
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the trained weights (the run's fingerprint): every field but those that
+        only change how the run is watched or kept (logging, checkpoint cadence, decoding workers)."""
+        d = self.to_dict()
+        for section, keys in WATCH_ONLY.items():
+            for k in keys:
+                d[section].pop(k, None)
+        return d
