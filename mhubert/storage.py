@@ -12,16 +12,21 @@ new one, and repeating it is safe. Directories of results are published by writi
 and a ``_SUCCESS`` marker last (:func:`write_marker`, ``mhubert.artifacts``); readers trust a
 directory only when its marker exists.
 
-Retries (configured here and nowhere else): every S3 request is retried by botocore ("standard" mode,
-:data:`BOTOCORE_ATTEMPTS` attempts with exponential backoff: 500s, 503 SlowDown, throttling, connection
-errors, read timeouts) and by s3fs (:data:`S3FS_RETRIES`, for errors it sees while reading bodies);
-around that, each call of this module on a remote URL is repeated with exponential backoff and jitter
-while the error is transient (:func:`is_transient`: resets, refused connections, timeouts, 5xx) until
-the retry budget is spent. The budget is minutes in production (:data:`DEFAULT_RETRY_BUDGET_S`) and
-seconds in the tests: ``MHUBERT_STORAGE_RETRY_BUDGET_S``; one request's connect/read timeout is
-``MHUBERT_STORAGE_TIMEOUT_S``. Past the budget the call fails with :class:`StorageUnavailable`, one
-line naming the URL and the endpoint. Code that streams through ``get_fs`` itself gets botocore's and
-s3fs's retries; wrap the whole operation in :func:`call` to get the budget too.
+Retries (configured here and nowhere else), all sized by one retry budget in seconds, minutes in
+production (:data:`DEFAULT_RETRY_BUDGET_S`), seconds in the tests (``MHUBERT_STORAGE_RETRY_BUDGET_S``):
+
+1. botocore retries every S3 request ("standard" mode: 500s, 503 SlowDown, throttling, refused and
+   reset connections, read timeouts) with exponential backoff and jitter, with as many attempts as
+   its backoff needs to span the budget (:func:`botocore_attempts`); so does code that uses
+   :func:`get_fs` directly.
+2. s3fs repeats what it sees while reading bodies (:data:`S3FS_RETRIES`).
+3. Each call of this module on a remote URL is repeated as a whole while the error is transient
+   (:func:`is_transient`: e.g. a connection reset half-way through a body, which botocore cannot
+   retry) until the budget is spent, with backoff and jitter (:func:`call`; wrap streaming code in it).
+
+A call therefore gives up between one and two budgets after the endpoint went away, with
+:class:`StorageUnavailable`: one line naming the URL and the endpoint. One request's connect and read
+timeout is ``MHUBERT_STORAGE_TIMEOUT_S`` (a stalled request is abandoned and retried after it).
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ RETRY_BUDGET_ENV = "MHUBERT_STORAGE_RETRY_BUDGET_S"
 TIMEOUT_ENV = "MHUBERT_STORAGE_TIMEOUT_S"
 DEFAULT_RETRY_BUDGET_S = 600.0     # an endpoint may be away for minutes (failover, throttling storms)
 DEFAULT_TIMEOUT_S = 60.0           # one request's connect and read timeout
-BOTOCORE_ATTEMPTS = 3              # per request, including the first
 S3FS_RETRIES = 2                   # s3fs's own loop (body read errors, SlowDown it parses itself)
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 20.0
@@ -81,6 +85,16 @@ def request_timeout_s() -> float:
     return _env_seconds(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
+def botocore_attempts(budget_s: float) -> int:
+    """Attempts per request for botocore's standard mode so that its backoff (a random wait of
+    up to ``min(20 s, 2**i)`` before retry i, half that on average) spans ``budget_s``."""
+    n, waited = 1, 0.0
+    while waited < budget_s and n < 64:
+        waited += min(BACKOFF_MAX_S, 2.0 ** (n - 1)) / 2
+        n += 1
+    return n
+
+
 def endpoint() -> str:
     """The S3 endpoint in use (``AWS_ENDPOINT_URL``), or AWS's default."""
     return os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL") or "AWS S3"
@@ -89,8 +103,9 @@ def endpoint() -> str:
 def _storage_options(url: str) -> dict[str, Any]:
     if url.startswith(("s3://", "s3a://")):
         timeout = request_timeout_s()
+        attempts = botocore_attempts(retry_budget_s())
         opts: dict[str, Any] = {"config_kwargs": {
-            "retries": {"mode": "standard", "total_max_attempts": BOTOCORE_ATTEMPTS},
+            "retries": {"mode": "standard", "total_max_attempts": attempts},
             "connect_timeout": timeout, "read_timeout": timeout}}
         ep = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL")
         if ep:
@@ -172,6 +187,17 @@ def is_transient(e: BaseException) -> bool:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def unavailable(e: BaseException) -> StorageUnavailable | None:
+    """``e`` as a one-line :class:`StorageUnavailable` when it is a transient storage error that
+    outlived botocore's retries (for entry points: code that used :func:`get_fs` directly), else None."""
+    if isinstance(e, StorageUnavailable):
+        return e
+    if not is_transient(e):
+        return None
+    return StorageUnavailable(f"storage unavailable at {endpoint()} past the retry budget "
+                              f"({retry_budget_s():g} s from {RETRY_BUDGET_ENV}): {_one_line(e)}")
 
 
 def call(url: str, what: str, fn: Callable[[], T]) -> T:

@@ -121,3 +121,15 @@ def test_schedule_every_and_skip_and_window(proxied):
 def test_only_loopback_upstreams():
     with pytest.raises(ValueError, match="loopback"):
         S3Proxy("http://192.0.2.1:9000")
+
+
+def test_scheduled_refusal_is_an_outage_that_ends(proxied):
+    proxy, s3, bucket = proxied
+    proxy.inject("refuse", 1, match="put", outage_s=0.5)
+    with pytest.raises((botocore.exceptions.ConnectionClosedError,
+                        botocore.exceptions.EndpointConnectionError)):
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert proxy.injected["refuse"] == 1
+    patient = boto3.client("s3", endpoint_url=proxy.endpoint, config=botocore.config.Config(
+        retries={"mode": "standard", "total_max_attempts": 10}, connect_timeout=1))
+    patient.put_object(Bucket=bucket, Key="k", Body=b"x")  # botocore's backoff outlasts the outage

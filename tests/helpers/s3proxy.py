@@ -14,7 +14,8 @@
 * ``"stall"``: read the request and answer nothing until ``stall_s`` passed (or the proxy stops),
   then close: the client's read timeout is what is under test;
 * ``"refuse"``: :meth:`outage` closes the listening socket (and every open connection) so that
-  connections are refused, and reopens it on the same port after ``seconds`` (or :meth:`up`).
+  connections are refused, and reopens it on the same port after ``seconds`` (or :meth:`up`);
+  scheduled with ``inject("refuse", outage_s=...)``, the matching request starts the outage.
 
 Faults are scheduled with :meth:`inject` (the next ``times`` matching requests, optionally every
 ``every``-th, after skipping ``skip``) or for a window with :meth:`window` (every matching request
@@ -106,6 +107,7 @@ class _Rule:
     every: int = 1
     skip: int = 0
     stall_s: float = 30.0
+    outage_s: float = 1.0
     seen: int = 0
     fired: int = 0
     done: bool = False
@@ -207,6 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
         if p.latency_s > 0:
             time.sleep(p.latency_s)  # the latency under test, not a test's sleep
         fault = rule.fault if rule else None
+        if fault == "refuse":
+            p.outage(rule.outage_s)
+            _reset(self.connection)
+            raise _Aborted
         if fault == "reset":
             n = int(headers.get("content-length") or 0)
             if n:
@@ -372,15 +378,15 @@ class S3Proxy:
 
     # -- faults ------------------------------------------------------------------------------
     def inject(self, fault: str, times: int | None = 1, *, match=None, key: str | None = None,
-               every: int = 1, skip: int = 0, stall_s: float = 30.0) -> _Rule:
+               every: int = 1, skip: int = 0, stall_s: float = 30.0, outage_s: float = 1.0) -> _Rule:
         """Inject ``fault`` on the next ``times`` matching requests (``None``: until :meth:`clear`),
-        on every ``every``-th of them, after letting ``skip`` through. Returns the rule (``.fired``)."""
-        if fault not in FAULTS or fault == "refuse":
-            raise ValueError(f"unknown request fault {fault!r}: use one of {FAULTS[:-1]} "
-                             "(or outage() for 'refuse')")
+        on every ``every``-th of them, after letting ``skip`` through. Returns the rule (``.fired``).
+        ``"refuse"`` starts an outage of ``outage_s`` seconds at the matching request."""
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}: use one of {FAULTS}")
         if every < 1 or skip < 0 or (times is not None and times < 1):
             raise ValueError("every >= 1, skip >= 0, times >= 1 or None")
-        rule = _Rule(fault, _matcher(match, key), times, every, skip, stall_s)
+        rule = _Rule(fault, _matcher(match, key), times, every, skip, stall_s, outage_s)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -419,6 +425,8 @@ class S3Proxy:
     def outage(self, seconds: float) -> None:
         """The endpoint goes away now (connections refused) and comes back after ``seconds``."""
         self.down()
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = threading.Timer(seconds, self.up)
         self._timer.daemon = True
         self._timer.start()
