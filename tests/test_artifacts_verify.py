@@ -145,3 +145,18 @@ def test_uncommitted_and_rewritten_artifacts(storage_root):
     lab.write_text("dict.km.txt", dictionary_text(9))
     lab.commit({"label_rate": 100, "num_clusters": 9, "num_utterances": 3, "num_frames": 5000})
     assert reader.read_bytes("dict.km.txt") == dictionary_text(9).encode()
+
+
+def test_verify_through_the_faulty_proxy(s3_proxy, s3_bucket):
+    """Sizes and digests read through a flaky endpoint still match; a flipped byte is still named."""
+    lab = _merged_labels(s3_bucket)
+    s3_proxy.inject("503", None, every=3)
+    s3_proxy.inject("reset_mid_response", 2, match="get")
+    flat, offsets = Labels(lab.url).read()
+    assert flat.size == 5000 and offsets.tolist() == [0, 1200, 3100, 5000]
+    Labels(lab.url).verify()
+    assert s3_proxy.injected["503"] > 0 and s3_proxy.injected["reset_mid_response"] > 0
+    s3_proxy.clear()
+    _flip(lab.path("offsets.npy"), 0.99)
+    with pytest.raises(CorruptArtifact, match=r"offsets\.npy"):
+        Labels(lab.url).read()

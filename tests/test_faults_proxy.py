@@ -33,7 +33,9 @@ def test_forwards_unchanged(proxied):
     s3.put_object(Bucket=bucket, Key="a/b.bin", Body=body)
     assert s3.get_object(Bucket=bucket, Key="a/b.bin")["Body"].read() == body
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["a/b.bin"]
+    assert s3.head_object(Bucket=bucket, Key="a/b.bin")["ContentLength"] == len(body)
     assert proxy.ops["put"] == 1 and proxy.ops["get"] == 1 and proxy.ops["list"] == 1
+    assert proxy.ops["head"] == 1
     assert sum(proxy.injected.values()) == 0
 
 
