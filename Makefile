@@ -23,3 +23,8 @@ compile: install
 
 clean:
 	rm -rf build $(DEMO_ROOT) .pytest_cache
+
+# Known vulnerabilities in requirements.lock (pip-audit; needs the network, so not part of `make test`).
+.PHONY: audit
+audit:
+	@bash scripts/audit.sh

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mhubert import __version__
+from mhubert import __version__, redaction, storage
 from mhubert.errors import MhubertError
 
 # (module, is it optional): a module that fails to import because an optional dependency is
@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redaction.install()  # DEBUG logs of botocore print request headers: mask credentials
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -65,6 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
         print(f"mhubert {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # object storage down past the retry budget, seen by code using get_fs
+        gone = storage.unavailable(e)
+        if gone is None:
+            raise
+        print(f"mhubert {args.command}: error: {gone}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,3 +11,8 @@ class BadInput(MhubertError, ValueError):
 
 class AudioError(BadInput):
     """Audio that cannot be decoded or is out of range; the message names the problem."""
+
+
+class StorageUnavailable(MhubertError, OSError):
+    """Object storage kept failing (refused, reset, timed out, 5xx) past the retry budget; the
+    message names the URL and the endpoint."""

@@ -80,21 +80,57 @@ class Artifact:
         mk.verify(self.url, m, names, digest)
         return m
 
-    def read_bytes(self, name: str, verify: bool = False) -> bytes:
-        """A file's bytes; with ``verify`` its size and sha256 are checked against the marker."""
+    def read_bytes(self, name: str, verify: bool | None = None) -> bytes:
+        """A file's bytes, checked (size and sha256: cheap, the bytes are in memory) against the
+        marker. ``verify=None`` (the default) checks whenever the artifact is committed with a marker
+        that lists ``name``; ``True`` requires that; ``False`` skips the check (e.g. while writing)."""
         data = storage.read_bytes(self.path(name))
-        if verify:
-            want = self.marker().files.get(name)
-            got = FileRecord.of_bytes(data)
-            if want is None:
-                raise mk.CorruptArtifact(f"{self.path(name)} is not part of the committed {self.kind}")
-            if got != want:
-                raise mk.CorruptArtifact(f"{self.path(name)} does not match its marker "
-                                         f"({got.size} bytes vs {want.size} recorded, or a different "
-                                         "sha256): corrupt or changed after it was committed")
+        if verify is False:
+            return data
+        want = self._recorded(name, required=bool(verify))
+        if want is not None:
+            self._check(name, FileRecord.of_bytes(data), want)
         return data
 
-    def read_json(self, name: str, verify: bool = False) -> Any:
+    def fetch(self, name: str, local_path: str, verify: bool = True) -> str:
+        """A local file holding ``name`` (downloaded to ``local_path`` unless the artifact is
+        already local), checked against the marker: for readers that need a path (faiss, torch)."""
+        url = self.path(name)
+        path = storage.local_path(url)
+        if path is None:
+            path = storage.download_file(url, local_path)
+        if verify:
+            want = self._recorded(name, required=True)
+            self._check(name, mk.hash_url(path), want)
+        return path
+
+    def _recorded(self, name: str, required: bool) -> FileRecord | None:
+        """The marker's record of ``name``; None when it cannot be checked and ``required`` is
+        false (not committed, an older free-form marker, or a file the marker does not list)."""
+        try:
+            m = self.marker() if required or self._marker is not None or self.is_committed() else None
+        except BadInput:
+            if required:
+                raise
+            return None
+        want = m.files.get(name) if m is not None else None
+        if want is None and required:
+            raise mk.CorruptArtifact(f"{self.path(name)} is not part of the committed {self.kind}")
+        return want
+
+    def _check(self, name: str, got: FileRecord, want: FileRecord) -> None:
+        if got == want:
+            return
+        fresh = self.marker(refresh=True).files.get(name)  # recommitted since it was cached?
+        if fresh is not None and got == fresh:
+            return
+        if got.size != want.size:
+            raise mk.CorruptArtifact(f"{self.path(name)} has {got.size} bytes, its marker recorded "
+                                     f"{want.size}: truncated or changed after it was committed")
+        raise mk.CorruptArtifact(f"{self.path(name)} does not match the sha256 its marker recorded: "
+                                 "corrupt or changed after it was committed")
+
+    def read_json(self, name: str, verify: bool | None = None) -> Any:
         try:
             return json.loads(self.read_bytes(name, verify))
         except json.JSONDecodeError as e:

@@ -2,10 +2,11 @@
 
 A labels directory holds, per shard, ``shard-XXXXX-of-YYYYY.km`` (fairseq text: one line of
 space-separated ids per utterance, manifest order), ``.npz`` (``labels`` uint16 flat + ``lengths``
-int64) and a ``.done`` JSON marker written last; after the merge ``labels.km``, ``labels.npy`` (uint16,
-every frame), ``offsets.npy`` (int64, N+1), ``dict.km.txt`` (K lines ``i 1``: fairseq's dictionary,
-which adds 4 specials) and ``_SUCCESS``, whose info holds ``label_rate``, ``num_clusters``,
-``num_utterances``, ``num_frames`` and ``label_method``.
+int64) and a ``.done`` JSON marker written last (the stage's info plus ``files``: size and sha256 of the
+shard's ``.km`` and ``.npz``, checked by :meth:`Labels.read_shard`); after the merge ``labels.km``,
+``labels.npy`` (uint16, every frame), ``offsets.npy`` (int64, N+1), ``dict.km.txt`` (K lines ``i 1``:
+fairseq's dictionary, which adds 4 specials) and ``_SUCCESS``, whose info holds ``label_rate``,
+``num_clusters``, ``num_utterances``, ``num_frames`` and ``label_method``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from mhubert import storage
 from mhubert.artifacts.base import Artifact
+from mhubert.artifacts.marker import CorruptArtifact, FileRecord
 from mhubert.errors import BadInput
 
 MAX_CLUSTERS = 65535  # uint16 labels
@@ -53,20 +55,41 @@ class Labels(Artifact):
         return storage.read_json(url) if storage.exists(url) else None
 
     def write_shard(self, shard: int, num_shards: int, labels: list[np.ndarray], info: dict) -> dict:
-        """Publish one shard: ``.km``, ``.npz``, then ``.done`` (JSON ``info``) last."""
+        """Publish one shard: ``.km``, ``.npz``, then ``.done`` (JSON ``info`` + the files' records)
+        last. Returns what ``.done`` holds."""
         lengths = np.asarray([len(x) for x in labels], dtype=np.int64)
         flat = np.concatenate(labels).astype(np.uint16) if labels else np.zeros(0, dtype=np.uint16)
         buf = io.BytesIO()
         np.savez(buf, labels=flat, lengths=lengths)
-        storage.atomic_write_text(self.shard_url(shard, num_shards, ".km"), km_lines(labels))
-        storage.atomic_write(self.shard_url(shard, num_shards, ".npz"), buf.getvalue())
-        storage.atomic_write_json(self.shard_url(shard, num_shards, ".done"), info)
-        return info
+        km = km_lines(labels).encode("utf-8")
+        npz = buf.getvalue()
+        name = shard_name(shard, num_shards)
+        storage.atomic_write(self.shard_url(shard, num_shards, ".km"), km)
+        storage.atomic_write(self.shard_url(shard, num_shards, ".npz"), npz)
+        done = {**info, "files": {name + ".km": FileRecord.of_bytes(km).to_dict(),
+                                  name + ".npz": FileRecord.of_bytes(npz).to_dict()}}
+        storage.atomic_write_json(self.shard_url(shard, num_shards, ".done"), done)
+        return done
 
-    def read_shard(self, shard: int, num_shards: int) -> tuple[np.ndarray, np.ndarray]:
-        """(flat uint16 labels, lengths int64) of one finished shard."""
-        z = np.load(io.BytesIO(storage.read_bytes(self.shard_url(shard, num_shards, ".npz"))))
-        return z["labels"], z["lengths"]
+    def read_shard(self, shard: int, num_shards: int, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(flat uint16 labels, lengths int64) of one finished shard; with ``verify`` the ``.npz``
+        is checked against the size and sha256 its ``.done`` recorded (:class:`CorruptArtifact`)."""
+        url = self.shard_url(shard, num_shards, ".npz")
+        data = storage.read_bytes(url)
+        if verify:
+            done = self.shard_done(shard, num_shards) or {}
+            want = (done.get("files") or {}).get(shard_name(shard, num_shards) + ".npz")
+            if want is not None:
+                got = FileRecord.of_bytes(data)
+                if got != FileRecord(int(want["size"]), str(want["sha256"])):
+                    raise CorruptArtifact(f"{url} ({got.size} bytes) does not match the size and sha256 "
+                                          "its .done recorded: corrupt or changed; rerun `mhubert "
+                                          f"cluster assign --shard {shard}` after removing its .done")
+        try:
+            z = np.load(io.BytesIO(data))
+            return z["labels"], z["lengths"]
+        except (ValueError, OSError, KeyError) as e:
+            raise BadInput(f"{url} is not a readable labels shard: {e}") from e
 
     # -- merged ----------------------------------------------------------------------------------
     @property
@@ -77,9 +100,10 @@ class Labels(Artifact):
     def num_clusters(self) -> int:
         return int(self.info["num_clusters"])
 
-    def read(self, verify: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(flat uint16 labels, offsets int64 (N+1,)); utterance i has ``flat[offsets[i]:offsets[i+1]]``.
-        Local files are memory-mapped. ``verify`` checks both files against the marker first."""
+        Local files are memory-mapped. ``verify`` (the default: one sha256 pass, small next to a
+        training run) checks both files' sizes and digests against the marker first."""
         if verify:
             self.verify(["labels.npy", "offsets.npy"])
         else:

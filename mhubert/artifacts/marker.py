@@ -50,17 +50,21 @@ class FileRecord:
 
 
 def hash_url(url: str) -> FileRecord:
-    """Stream ``url`` through sha256 (never holds the whole object in memory)."""
+    """Stream ``url`` through sha256 (never holds the whole object in memory); a read cut by a
+    transient storage error starts over (``storage.call``)."""
     fs, path = storage.get_fs(url)
-    h, size = hashlib.sha256(), 0
-    try:
+
+    def stream() -> FileRecord:
+        h, size = hashlib.sha256(), 0
         with fs.open(path, "rb") as f:
             while chunk := f.read(HASH_CHUNK):
                 h.update(chunk)
                 size += len(chunk)
+        return FileRecord(size, h.hexdigest())
+    try:
+        return storage.call(url, "read", stream)
     except FileNotFoundError as e:
         raise BadInput(f"not found: {url}") from e
-    return FileRecord(size, h.hexdigest())
 
 
 def fingerprint(kind: str, settings: dict[str, Any] | None, inputs: dict[str, str | None] | None,
@@ -110,12 +114,12 @@ def list_files(dir_url: str, exclude: tuple[str, ...] = ()) -> list[str]:
     """Relative paths of the files under ``dir_url`` that belong to its artifact: hidden/temporary
     files, the marker, ``exclude`` prefixes and nested artifacts (a folder with its own marker) are
     left out."""
-    fs, base = storage.get_fs(dir_url)
+    _, base = storage.get_fs(dir_url)
     base = base.rstrip("/")
-    if not fs.isdir(base):
+    if not storage.isdir(dir_url):
         return []
     rels = []
-    for p in fs.find(base):
+    for p in storage.find(dir_url):
         rel = p[len(base):].lstrip("/")
         if rel and not _is_hidden(rel):
             rels.append(rel)
@@ -159,9 +163,8 @@ def verify(dir_url: str, marker: Marker, names: list[str] | None = None, digest:
         url = storage.join(dir_url, rel)
         if want is None:
             raise CorruptArtifact(f"{url} is not part of the committed {marker.kind} artifact")
-        fs, path = storage.get_fs(url)
         try:
-            size = int(fs.size(path))
+            size = storage.size(url)
         except FileNotFoundError:
             raise CorruptArtifact(f"{url} is missing (listed in {dir_url}/{MARKER})") from None
         if size != want.size:
