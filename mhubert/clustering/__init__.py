@@ -39,6 +39,9 @@ class ClusteringConfig:
     hnsw for the factory index, exact for a flat one). The method that ran is recorded.
     ``kmeans_device``: where the Lloyd iterations run: ``auto`` (the GPU when faiss has GPU support
     and CUDA is present), ``cpu`` or ``gpu`` (an error without one).
+    ``seed_rows`` / ``seed_trials``: the k-means++ seeding sample (0: max(30,000, 16·K) rows) and
+    candidates per seed (0: 2 + ln K, sklearn's); smaller is faster (``benchmarks/bench_kmeans.py
+    --variant`` measures what it costs in inertia).
     """
 
     num_clusters: int = 1000
@@ -55,6 +58,8 @@ class ClusteringConfig:
     init: str = "kmeans++"      # kmeans++ | random
     label_method: str = "auto"  # auto | hnsw | exact
     kmeans_device: str = "auto"  # auto | cpu | gpu
+    seed_rows: int = 0          # k-means++ sample rows (0: the default rule)
+    seed_trials: int = 0        # k-means++ candidates per seed (0: 2 + ln K)
 
     def __post_init__(self) -> None:
         if self.init not in ("kmeans++", "random"):
@@ -64,6 +69,9 @@ class ClusteringConfig:
         if self.label_method not in LABEL_METHODS:
             raise BadInput(f"clustering.label_method must be one of {', '.join(LABEL_METHODS)}, "
                            f"got {self.label_method!r}")
+        if self.seed_rows < 0 or self.seed_trials < 0:
+            raise BadInput(f"clustering.seed_rows and seed_trials must be >= 0, got {self.seed_rows} "
+                           f"and {self.seed_trials}")
         if self.kmeans_device not in KMEANS_DEVICES:
             raise BadInput(f"clustering.kmeans_device must be one of {', '.join(KMEANS_DEVICES)}, "
                            f"got {self.kmeans_device!r}")
@@ -80,7 +88,7 @@ class ClusteringConfig:
     def fit_settings(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("num_clusters", "index_factory", "seed", "mode", "niter",
                                               "add_vectors", "hnsw_ef_search", "opq_niter", "init",
-                                              "kmeans_device")}
+                                              "kmeans_device", "seed_rows", "seed_trials")}
 
     def assign_settings(self) -> dict[str, Any]:
         return {"label_method": self.label_method, "hnsw_ef_search": self.hnsw_ef_search}

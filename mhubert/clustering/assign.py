@@ -163,7 +163,7 @@ def _common(infos: list[dict], key: str, labels_dir: str):
     return infos[0].get(key)
 
 
-def merge(labels_dir: str, num_shards: int, on_change: str = "stop") -> dict:
+def merge(labels_dir: str, num_shards: int, on_change: str = "stop", progress: bool = True) -> dict:
     """Concatenate the shards' labels in manifest order and commit them (marker last). Labels
     merged from shards with the same settings and inputs are reused."""
     labels = Labels(labels_dir)
@@ -195,7 +195,7 @@ def merge(labels_dir: str, num_shards: int, on_change: str = "stop") -> dict:
         offsets = [np.zeros(1, dtype=np.int64)]
         pos = 0
         with open(os.path.join(stage, "labels.km"), "wb") as km:
-            for i in tqdm(range(num_shards), desc="merge", unit="shard"):
+            for i in tqdm(range(num_shards), desc="merge", unit="shard", disable=not progress):
                 lab, lengths = labels.read_shard(i, num_shards)
                 flat[pos:pos + lab.size] = lab
                 offsets.append(pos + np.cumsum(lengths))

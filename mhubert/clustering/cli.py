@@ -99,7 +99,8 @@ def _assign(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from mhubert.clustering.assign import merge
 
-    print(json.dumps(merge(args.labels, args.num_shards, on_change=_on_change(args))))
+    print(json.dumps(merge(args.labels, args.num_shards, on_change=_on_change(args),
+                           progress=not args.quiet)))
     return 0
 
 

@@ -226,7 +226,8 @@ def train(x: np.ndarray, cfg: ClusteringConfig) -> ClusterIndex:
     if cfg.mode == "exact":
         log.info("exact k-means: %d x %d -> K=%d, %d iterations, %d threads, %s", n, d, cfg.num_clusters,
                  cfg.niter, threads, device)
-        c = seeded_kmeans(x, cfg.num_clusters, cfg.niter, cfg.seed, cfg.init, device)
+        c = seeded_kmeans(x, cfg.num_clusters, cfg.niter, cfg.seed, cfg.init, device,
+                          cfg.seed_rows or None, cfg.seed_trials or None)
         flat = faiss.IndexFlatL2(d)
         flat.add(c)
         return ClusterIndex(flat, "exact", c, kmeans_device=device)
@@ -277,7 +278,8 @@ def _train_factory(ci: ClusterIndex, x: np.ndarray, cfg: ClusteringConfig, devic
     if (ivf.quantizer.ntotal == 0 and ivf.quantizer.is_trained and not ivf.cp.spherical
             and ivf.metric_type == faiss.METRIC_L2):
         niter = max(int(ivf.cp.niter), int(cfg.niter))
-        ivf.quantizer.add(seeded_kmeans(xt, int(ivf.nlist), niter, cfg.seed, cfg.init, device))
+        ivf.quantizer.add(seeded_kmeans(xt, int(ivf.nlist), niter, cfg.seed, cfg.init, device,
+                                        cfg.seed_rows or None, cfg.seed_trials or None))
     ivf.train(xt)
     index.is_trained = True
 

@@ -78,15 +78,24 @@ def as_f32(x: np.ndarray, dim: int | None = None) -> np.ndarray:
     return x
 
 
-def exact_assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 65536,
+#: bytes of the (rows, K) float32 distance block of one :func:`exact_assign` chunk: small enough to
+#: stay in the last-level cache between the GEMM, the scaling and the argmin. On 100k x 64-d rows
+#: and K=1000 (the OPQ space), 65,536-row chunks (262 MB blocks) took 2.2 s, 8,192 rows 1.0 s, with
+#: the same labels (each row's GEMM does not depend on the chunk).
+DISTANCE_BLOCK_BYTES = 1 << 25
+
+
+def exact_assign(x: np.ndarray, centroids: np.ndarray, chunk: int | None = None,
                  c_sq: np.ndarray | None = None) -> np.ndarray:
-    """Exact nearest centroid by GEMM: argmin_k ||c_k||² - 2 x·c_k, in row chunks.
+    """Exact nearest centroid by GEMM: argmin_k ||c_k||² - 2 x·c_k, in row chunks (default: a
+    ``DISTANCE_BLOCK_BYTES`` distance block).
 
     x: (N, D) float32; centroids: (K, D) float32; returns (N,) int64. ``c_sq`` may hold precomputed
     ||c_k||² (K,).
     """
     x = as_f32(x)
     c = as_f32(centroids, x.shape[1])
+    chunk = chunk or max(1024, DISTANCE_BLOCK_BYTES // (4 * len(c)))
     if c_sq is None:
         c_sq = (c * c).sum(1)
     ct = np.ascontiguousarray(c.T)
@@ -178,10 +187,12 @@ def seed_sample_rows(k: int) -> int:
 
 
 def seeded_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 0, init: str = "kmeans++",
-                  device: str = "cpu", seed_rows: int | None = None) -> np.ndarray:
+                  device: str = "cpu", seed_rows: int | None = None,
+                  seed_trials: int | None = None) -> np.ndarray:
     """Lloyd k-means (``faiss.Kmeans``) from k-means++ seeds drawn on ``seed_rows`` rows (default
-    :func:`seed_sample_rows`), or from faiss's random rows with ``init="random"``; on the GPU with
-    ``device="gpu"`` (a resolved :func:`kmeans_device`). x (N, D) -> (k, D) float32."""
+    :func:`seed_sample_rows`) with ``seed_trials`` candidates each (default 2 + ln k), or from
+    faiss's random rows with ``init="random"``; on the GPU with ``device="gpu"`` (a resolved
+    :func:`kmeans_device`). x (N, D) -> (k, D) float32."""
     if init not in INITS:
         raise BadInput(f"clustering init must be one of {', '.join(INITS)}, got {init!r}")
     if device not in ("cpu", "gpu"):
@@ -192,7 +203,8 @@ def seeded_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 0, init: str = 
     if init == "random":
         km.train(x)
     else:
-        km.train(x, init_centroids=kmeans_plusplus(x, k, seed=seed, sample=seed_rows or seed_sample_rows(k)))
+        km.train(x, init_centroids=kmeans_plusplus(x, k, seed=seed, sample=seed_rows or seed_sample_rows(k),
+                                                   n_local_trials=seed_trials or None))
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
