@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import pytest
 import torch
-from helpers.clustering import exact_index, make_corpus, ref_mfcc
+from helpers.clustering import HeldAudio, exact_index, make_corpus, ref_mfcc
 
 from mhubert import storage
 from mhubert.artifacts import Index, Labels, Manifest, StaleArtifact
@@ -225,40 +225,6 @@ def test_exact_labels_on_the_gpu_equal_cpu_exact_and_hnsw_stays_hnsw(sparse_hnsw
 
 
 # -- SIGTERM -----------------------------------------------------------------------------------
-class _HeldAudio:
-    """Serves a corpus directory over HTTP on 127.0.0.1, holding back the answer for one file until
-    released: a labelling process reading it is then known to be inside its shard."""
-
-    def __init__(self, directory: str, held: str):
-        import functools
-        import http.server
-        import threading
-
-        self.requested, self.release = threading.Event(), threading.Event()
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):
-                if self.path.endswith(held):
-                    outer.requested.set()
-                    outer.release.wait(timeout=60)
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=directory))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_sigterm_stops_assign_at_a_shard_boundary_and_rerun_completes(tmp_path):
     """SIGTERM reaches ``mhubert cluster assign`` while it is inside its shard (blocked on the HTTP
     answer for the third utterance, which the test releases only after the signal): it exits 143
@@ -266,7 +232,7 @@ def test_sigterm_stops_assign_at_a_shard_boundary_and_rerun_completes(tmp_path):
     murl = make_corpus(str(tmp_path))
     m = Manifest.read(murl)
     iurl, ci = exact_index(str(tmp_path), ref_mfcc(m))
-    served = _HeldAudio(m.root, m[2].path)
+    served = HeldAudio(m.root, m[2].path)
     http_manifest = str(tmp_path / "http.tsv")
     Manifest(served.url, m.entries).write(http_manifest)
     labels = str(tmp_path / "labels")

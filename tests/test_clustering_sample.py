@@ -4,10 +4,15 @@ reuse of a committed sample only with the same settings and inputs."""
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from helpers.clustering import make_corpus, ref_mfcc
+from helpers.clustering import HeldAudio, make_corpus, ref_mfcc
 
 from mhubert import storage
 from mhubert.artifacts import ClusteringSample, Manifest, StaleArtifact
@@ -88,3 +93,39 @@ def test_select_upsamples_small_language():
     p_sw = 0.1 ** 0.7 / (0.1 ** 0.7 + 0.9 ** 0.7)     # two-level formula on hours, α = 0.7
     assert len(idx) * 100 <= 5000
     assert abs(share_sw - p_sw) < 0.05 and share_sw > 0.15
+
+
+def test_sigterm_stops_sampling_at_a_part_boundary_and_rerun_completes(tmp_path):
+    """SIGTERM reaches ``mhubert cluster sample`` while it reads the third utterance (held back by the
+    test's HTTP server until after the signal): exit 143, no part, no staging directory and no
+    marker left; a rerun commits the sample."""
+    murl = make_corpus(str(tmp_path))
+    m = Manifest.read(murl)
+    served = HeldAudio(m.root, m[2].path)
+    http_manifest = str(tmp_path / "http.tsv")
+    Manifest(served.url, m.entries).write(http_manifest)
+    clu = str(tmp_path / "clu")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "mhubert", "cluster", "sample", "--manifest", http_manifest, "--out", clu,
+           "--budget-gb", "0.001", "--batch-size", "1", "--quiet", "--preset", "tiny"]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert served.requested.wait(timeout=120), "the child never asked for utterance 2"
+            proc.send_signal(signal.SIGTERM)
+            served.release.set()
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 143, err
+        assert "stopped by SIGTERM" in err
+        sample_dir = tmp_path / "clu" / "sample"
+        assert not ClusteringSample(str(sample_dir)).is_committed()
+        assert sorted(os.listdir(sample_dir)) == []          # no part, no .staging-* left
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        served.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["num_utterances"] == 6
+    ClusteringSample(str(tmp_path / "clu" / "sample")).verify()

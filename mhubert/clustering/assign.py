@@ -109,7 +109,7 @@ def assign_shard(manifest_url: str, labels_dir: str, index_url: str, spec: Featu
                                 f"({'; '.join(diff[:4]) or 'an older record'}); pass --force to "
                                 "relabel it, or use another labels directory")
         storage.remove(labels.shard_url(shard, num_shards, ".done"))   # never a new .km under an old .done
-    ci = cindex.load(index_url)
+    ci = cindex.open_index(index_url)
     k = ci.num_clusters
     if k > MAX_CLUSTERS:
         raise BadInput(f"index has {k} clusters; uint16 labels hold at most {MAX_CLUSTERS}")

@@ -69,8 +69,8 @@ class ClusterIndex:
     a factory index: the mean of the training vectors of each cluster, or the back-rotated IVF
     centroid when none was given); ``mode`` is ``factory`` or ``exact``. ``coarse`` and
     ``coarse_sq`` cache the K centroids labels are computed against (transformed space) and their
-    squared norms; ``kmeans_device`` says where the coarse k-means ran (``cpu``/``gpu``; None when
-    loaded).
+    squared norms, ``device_cache`` the transform matrices and centroids as tensors per torch
+    device; ``kmeans_device`` says where the coarse k-means ran (``cpu``/``gpu``; None when loaded).
     """
 
     index: faiss.Index
@@ -79,6 +79,7 @@ class ClusterIndex:
     kmeans_device: str | None = None
     coarse: np.ndarray | None = field(default=None, init=False, repr=False)
     coarse_sq: np.ndarray | None = field(default=None, init=False, repr=False)
+    device_cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @property
     def dim(self) -> int:
@@ -165,15 +166,22 @@ class ClusterIndex:
 
         if x.shape[1] != self.dim:
             raise BadInput(f"features have dimension {x.shape[1]} but the index expects {self.dim}")
+        key = str(x.device)
+        if key not in self.device_cache:
+            mats = []
+            for vt in self.transforms():
+                if not isinstance(vt, faiss.LinearTransform):
+                    raise BadInput(f"cannot apply {type(vt).__name__} on the GPU")
+                a = torch.from_numpy(faiss.vector_to_array(vt.A).reshape(vt.d_out, vt.d_in)).to(x.device)
+                b = torch.from_numpy(faiss.vector_to_array(vt.b)).to(x.device) if vt.have_bias else None
+                mats.append((a.T.contiguous(), b))
+            self.device_cache[key] = (mats, torch.from_numpy(self.coarse_centroids()).to(x.device))
+        mats, c = self.device_cache[key]
         xt = x.float()
-        for vt in self.transforms():
-            if not isinstance(vt, faiss.LinearTransform):
-                raise BadInput(f"cannot apply {type(vt).__name__} on the GPU")
-            a = torch.from_numpy(faiss.vector_to_array(vt.A).reshape(vt.d_out, vt.d_in)).to(x.device)
-            xt = xt @ a.T
-            if vt.have_bias:
-                xt = xt + torch.from_numpy(faiss.vector_to_array(vt.b)).to(x.device)
-        c = torch.from_numpy(self.coarse_centroids()).to(x.device)
+        for a_t, b in mats:
+            xt = xt @ a_t
+            if b is not None:
+                xt = xt + b
         return torch_assign(xt, c, dtype)
 
     def set_ef_search(self, ef: int) -> None:
@@ -351,3 +359,10 @@ def load_artifact(art: Index) -> ClusterIndex:
     """Load a committed Index after checking its files' sizes against the marker."""
     art.verify([n for n in (Index.INDEX, Index.CENTROIDS) if n in art.marker().files], digest=False)
     return load(art.index_url, art.centroids_url)
+
+
+def open_index(index_url: str) -> ClusterIndex:
+    """Load ``index_url``: through its committed Index artifact when it is one (sizes checked, its
+    centroids read), else as a plain faiss file."""
+    art = committed_index(index_url)
+    return load_artifact(art) if art is not None else load(index_url)

@@ -3,6 +3,10 @@ two-language audio corpus, and an exact index fitted on its MFCCs."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
+
 import numpy as np
 
 from mhubert import storage
@@ -64,3 +68,33 @@ def exact_index(root: str, feats: list[np.ndarray], k: int = 4) -> tuple[str, ci
     cindex.save(ci, art)
     art.commit({"mode": "exact"}, settings={"test": k}, inputs={})
     return art.index_url, ci
+
+
+class HeldAudio:
+    """Serves a corpus directory over HTTP on 127.0.0.1, holding back the answer for one file until
+    released: a labelling process reading it is then known to be inside its shard."""
+
+    def __init__(self, directory: str, held: str):
+        self.requested, self.release = threading.Event(), threading.Event()
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.endswith(held):
+                    outer.requested.set()
+                    outer.release.wait(timeout=60)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=directory))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
