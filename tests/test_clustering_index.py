@@ -104,6 +104,10 @@ def test_small_samples_and_bad_settings_are_clear_errors():
     with pytest.raises(BadInput, match="dimension"):
         kmeans.exact_assign(np.zeros((3, 4), np.float32), np.zeros((2, 5), np.float32))
     assert cindex.factory_string(ClusteringConfig(num_clusters=7, index_factory="IVF{K},Flat")) == "IVF7,Flat"
+    with pytest.raises(BadInput, match="uint16"):
+        ClusteringConfig(num_clusters=70000)
+    with pytest.raises(BadInput, match="opq_niter must be >= 1"):
+        ClusteringConfig(opq_niter=0)
 
 
 def test_load_rejects_non_index(tmp_path):

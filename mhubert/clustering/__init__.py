@@ -62,6 +62,13 @@ class ClusteringConfig:
     seed_trials: int = 0        # k-means++ candidates per seed (0: 2 + ln K)
 
     def __post_init__(self) -> None:
+        if not 1 <= self.num_clusters <= 65535:
+            raise BadInput(f"clustering.num_clusters must be in [1, 65535] (uint16 labels), got "
+                           f"{self.num_clusters}")
+        for name in ("niter", "opq_niter", "hnsw_ef_search"):
+            if getattr(self, name) < (0 if name == "niter" else 1):
+                raise BadInput(f"clustering.{name} must be >= {0 if name == 'niter' else 1}, "
+                               f"got {getattr(self, name)}")
         if self.init not in ("kmeans++", "random"):
             raise BadInput(f"clustering.init must be kmeans++ or random, got {self.init!r}")
         if self.mode not in ("factory", "exact"):
