@@ -27,7 +27,7 @@ def test_cli_end_to_end_and_errors(tmp_path, capsys):
                      "--shard", s, "--num-shards", "2", "--quiet"]) == 0
     assert main(["cluster", "merge", "--labels", labels, "--num-shards", "2"]) == 0
     capsys.readouterr()
-    assert main(["cluster", "report", "--out", ev, "--clustering", clu, "--manifest", murl,
+    assert main(["cluster", "report", "--out", ev, "--manifest", murl,      # clustering: beside eval/
                  "--labels", labels]) == 0
     q = json.loads(capsys.readouterr().out)
     assert q["label_method"] == "exact" and q["agreement_with_exact"] == 1.0

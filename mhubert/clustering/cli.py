@@ -107,8 +107,9 @@ def _merge(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from mhubert.clustering.quality import report
 
-    index = args.index or Index(args.clustering).index_url
-    q = report(args.out, index, storage.join(args.clustering, "sample"), args.manifest,
+    clustering = args.clustering or storage.join(storage.parent(args.out), "clustering")
+    index = args.index or Index(clustering).index_url
+    q = report(args.out, index, storage.join(clustering, "sample"), args.manifest,
                max_rows=args.max_rows, reference_labels=args.reference_labels, labels=args.labels,
                label_method=_config(args).label_method)
     print(json.dumps(q))
@@ -191,7 +192,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                       "-> the iteration's evaluation directory")
     p.add_argument("--out", required=True,
                    help="the iteration's evaluation directory URL (RUN/iter<N>/eval)")
-    p.add_argument("--clustering", required=True, help="clustering directory URL (sample, index)")
+    p.add_argument("--clustering", help="clustering directory URL (sample, index; default: the "
+                                        "iteration's, beside --out: OUT/../clustering)")
     p.add_argument("--manifest", required=True, help="manifest URL the sample was built from")
     p.add_argument("--index", help="faiss index URL (default CLUSTERING/index.faiss)")
     p.add_argument("--max-rows", type=int, default=200_000, help="sample rows to score")
