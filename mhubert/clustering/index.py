@@ -61,7 +61,7 @@ def factory_string(cfg: ClusteringConfig) -> str:
     return s
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ClusterIndex:
     """A trained (or loaded) faiss index and how to take labels from it.
 
@@ -71,6 +71,7 @@ class ClusterIndex:
     ``coarse_sq`` cache the K centroids labels are computed against (transformed space) and their
     squared norms, ``device_cache`` the transform matrices and centroids as tensors per torch
     device; ``kmeans_device`` says where the coarse k-means ran (``cpu``/``gpu``; None when loaded).
+    ``slots``: an attribute that is not declared here cannot be set.
     """
 
     index: faiss.Index
