@@ -17,7 +17,7 @@ import torch
 from helpers.clustering import HeldAudio, exact_index, make_corpus, ref_mfcc
 
 from mhubert import storage
-from mhubert.artifacts import Index, Labels, Manifest, StaleArtifact
+from mhubert.artifacts import CorruptArtifact, Index, Labels, Manifest, StaleArtifact
 from mhubert.audio import load
 from mhubert.clustering import ClusteringConfig
 from mhubert.clustering import assign as cassign
@@ -140,6 +140,15 @@ def test_finished_shard_is_reused_only_with_the_same_settings(corpus, monkeypatc
     forced = cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", normalize=True), 1, 3,
                                   progress=False, on_change="force")
     assert forced["fingerprint"] != first["fingerprint"]
+
+
+def test_a_changed_index_file_is_refused_naming_it(tmp_path):
+    murl = make_corpus(str(tmp_path))
+    iurl, _ = exact_index(str(tmp_path), ref_mfcc(Manifest.read(murl)))
+    with open(iurl, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CorruptArtifact, match="index.faiss"):
+        cassign.assign_shard(murl, str(tmp_path / "labels"), iurl, FeatureSpec("mfcc"), progress=False)
 
 
 def test_bad_shard_arguments():

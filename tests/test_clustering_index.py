@@ -119,3 +119,11 @@ def test_load_rejects_non_index(tmp_path):
         cindex.load(str(tmp_path / "missing.index"))
 
 
+
+
+def test_index_caches_are_declared_fields(plain_faiss_index):
+    ci = cindex.load(plain_faiss_index[0])
+    ci.coarse_centroids()
+    assert ci.coarse is not None and ci.coarse_sq is not None
+    with pytest.raises(AttributeError):
+        ci._coarse = ci.coarse           # an undeclared attribute cannot be set
