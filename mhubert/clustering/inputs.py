@@ -1,6 +1,6 @@
 """Fingerprints of a clustering stage's inputs that are not always committed artifacts of this run:
-the manifest (a corpus's, or any manifest file) and the model features come from (a committed
-:class:`~mhubert.artifacts.Model`, a transformers directory, or a trainer ``.pt``)."""
+the manifest (a corpus's, or any manifest file: its bytes' sha256) and the model features come from
+(a committed :class:`~mhubert.artifacts.Model`, a transformers directory, or a trainer ``.pt``)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,26 @@ import hashlib
 import json
 
 from mhubert import storage
-from mhubert.artifacts import MANIFEST, Corpus, Model
+from mhubert.artifacts import Model
 from mhubert.artifacts import marker as mk
+from mhubert.errors import BadInput
 from mhubert.features.spec import FeatureSpec
 
 
 def manifest_fingerprint(url: str) -> str:
-    """sha256 of the manifest's bytes (read from its corpus's marker when it is committed)."""
-    if storage.basename(url) == MANIFEST:
-        corpus = Corpus(storage.parent(url))
-        if corpus.is_committed():
-            rec = corpus.marker().files.get(MANIFEST)
-            if rec is not None:
-                return rec.sha256
+    """sha256 of the manifest's bytes, read now (a corpus's marker could be older than its file)."""
     return mk.hash_url(url).sha256
+
+
+def _recorded(art) -> dict[str, mk.FileRecord] | None:
+    """The file records of a committed artifact's marker; None when it has none we can read (not
+    committed, or committed by an older version with a free-form ``_SUCCESS``)."""
+    if not art.is_committed():
+        return None
+    try:
+        return art.marker().files
+    except BadInput:
+        return None
 
 
 def _files_digest(records: dict[str, mk.FileRecord]) -> str:
@@ -35,9 +41,9 @@ def model_fingerprint(url: str) -> str:
     fs, path = storage.get_fs(url)
     if fs.isfile(path):
         return mk.hash_url(url).sha256
-    model = Model(url)
-    if model.is_committed():
-        return _files_digest(model.marker().files)
+    rec = _recorded(Model(url))
+    if rec:
+        return _files_digest(rec)
     return _files_digest({rel: mk.hash_url(storage.join(url, rel)) for rel in mk.list_files(url)})
 
 
