@@ -17,7 +17,11 @@ Our fits seed k-means with k-means++ (``index.kmeans_plusplus``); the same fits 
 rows are timed alongside (exact always, the factory index with ``--factory-random``).
 
     python benchmarks/bench_kmeans.py [--n 200000] [--dim 768] [--k 1000] [--opq-niter 50]
-                                      [--factory-random]
+                                      [--factory-random] [--variant NAME:key=value,key=value ...]
+
+``--variant`` adds a factory fit with other clustering options (``ClusteringConfig`` fields, e.g.
+``--variant opq10:opq_niter=10 --variant exact10:mode=exact,niter=10``), timed in the same run
+against the same anchor: the way to measure seeding, OPQ iterations and k-means iterations.
 """
 
 from __future__ import annotations
@@ -67,20 +71,25 @@ def main() -> None:
     ap.add_argument("--opq-niter", type=int, default=50, help="OPQ training iterations (faiss: 50)")
     ap.add_argument("--factory-random", action="store_true",
                     help="also time the factory index trained by plain faiss index.train (random init)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=V,KEY=V",
+                    help="also time a fit with these clustering options (repeatable)")
     args = ap.parse_args()
 
+    from bench_assign import machine
     from sklearn.cluster import MiniBatchKMeans, kmeans_plusplus
 
-    from mhubert.clustering import ClusteringConfig
+    from mhubert.clustering import ClusteringConfig, kmeans
     from mhubert.clustering import index as cindex
+    from mhubert.config import apply_overrides
 
-    threads = cindex.use_all_cores()
+    print(f"machine: {machine()}", flush=True)
+    threads = kmeans.use_all_cores()
     x = mixture(args.n, args.dim, args.k)
     print(f"data: {args.n} x {args.dim} synthetic mixture, K={args.k}, faiss threads {threads}", flush=True)
     res = {}
 
     cfg = ClusteringConfig(num_clusters=args.k, index_factory="OPQ16_64,IVF{K}_HNSW32,PQ16x4fsr",
-                           opq_niter=args.opq_niter)
+                           opq_niter=args.opq_niter, kmeans_device="cpu")
     t = time.perf_counter()
     ci = cindex.train(x, cfg)
     name = f"faiss factory OPQ16_64,IVF{args.k}_HNSW32,PQ16x4fsr (opq niter {args.opq_niter})"
@@ -88,7 +97,8 @@ def main() -> None:
     print(f"factory train {res[name][0]:.1f} s", flush=True)
 
     t = time.perf_counter()
-    ce = cindex.train(x, ClusteringConfig(num_clusters=args.k, mode="exact", niter=args.exact_niter))
+    ce = cindex.train(x, ClusteringConfig(num_clusters=args.k, mode="exact", niter=args.exact_niter,
+                                          kmeans_device="cpu"))
     res[f"exact k-means++ seeded faiss.Kmeans, niter={args.exact_niter}"] = (time.perf_counter() - t,
                                                                              ce.centroids)
     print(f"exact k-means {time.perf_counter() - t:.1f} s", flush=True)
@@ -101,6 +111,13 @@ def main() -> None:
     kr.train(x)
     res[f"exact faiss.Kmeans random init, niter={args.exact_niter}"] = (time.perf_counter() - t,
                                                                         kr.centroids)
+    for v in args.variant:
+        name, _, opts = v.partition(":")
+        vcfg = apply_overrides(cfg, [o for o in opts.split(",") if o])
+        t = time.perf_counter()
+        vi = cindex.train(x, vcfg)
+        res[f"variant {name} ({opts})"] = (time.perf_counter() - t, vi.centroids)
+        print(f"variant {name}: {res[f'variant {name} ({opts})'][0]:.1f} s", flush=True)
     if args.factory_random:
         t = time.perf_counter()
         idx = faiss.index_factory(args.dim, f"OPQ16_64,IVF{args.k}_HNSW32,PQ16x4fsr")
@@ -137,6 +154,7 @@ def main() -> None:
     lab_in = float(((x - ci.centroids[lab]) ** 2).sum(dtype=np.float64))
     print(f"factory index, inertia of its own (HNSW) labels vs sklearn: {lab_in / ref:.4f}")
     print(f"sklearn measured: main loop {t_main:.1f} s; per init {t_init:.1f} s")
+    print(f"machine after: {machine()}")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,16 @@ import time
 import faiss
 import numpy as np
 
-from mhubert.clustering.features import FeatureExtractor, FeatureSpec
 from mhubert.clustering.quality import pnmi
 from mhubert.corpus.manifest import Manifest
+from mhubert.features.featurizer import Featurizer
+from mhubert.features.spec import FeatureSpec
 
 
 def probe(spec: FeatureSpec, manifest: Manifest, idx: np.ndarray, lang_ids: np.ndarray, k: int,
           seeds: int) -> list[float]:
     """PNMI(language) of k-means units over ``seeds`` runs."""
-    fx = FeatureExtractor(spec)
+    fx = Featurizer(spec)
     feats = [f for _, batch in fx.iter_manifest(manifest, idx) for f in batch]
     x = np.ascontiguousarray(np.concatenate(feats), dtype=np.float32)
     frame_lang = np.repeat(lang_ids, [len(f) for f in feats])

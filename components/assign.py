@@ -31,16 +31,15 @@ def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Met
     import numpy as np
 
     from components._common import histogram_png, log_metrics, mhubert, png_html
-    from mhubert import storage
-    from mhubert.clustering.assign import read_labels
+    from mhubert.artifacts import Labels
 
     dirs = sorted(set(shards))
     if len(dirs) != 1:
         raise ValueError(f"shards of one iteration must share a labels directory, got {dirs}")
     url = dirs[0]
     mhubert("cluster", "merge", "--labels", url, "--num-shards", len(shards))  # no-op once committed
-    info = storage.read_json(storage.join(url, storage.SUCCESS))
-    flat, offsets = read_labels(url)
+    info = Labels(url).info
+    flat, offsets = Labels(url).read()
     k = int(info.get("num_clusters") or (int(flat.max()) + 1 if flat.size else 0))
     counts = np.bincount(flat.astype(np.int64), minlength=k)
     p = counts[counts > 0] / max(1, counts.sum())

@@ -53,7 +53,9 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
         mhubert("cluster", "fit", "--out", cdir, "--preset", preset, "--num-clusters", num_clusters,
                 "--quiet", *[a for o in overrides for a in ("--set", o)])
         index_uri = storage.join(cdir, "index.faiss")
-        info = storage.read_json(storage.join(cdir, "sample", storage.SUCCESS))
+        from mhubert.artifacts import ClusteringSample
+
+        info = ClusteringSample(storage.join(cdir, "sample")).info
     log_metrics(sample_stats, {**info, "num_clusters": num_clusters})
     index.metadata.update({"uri": index_uri, "iteration": iteration, "features": features, "layer": layer})
     with open(index.path, "w") as f:

@@ -1,49 +1,32 @@
-"""Clustering on audio: the budgeted sample, sharded assignment, merge, report, CLI (file and S3)."""
+"""Sharded assignment on audio: shards, merge and the labels format (file and S3), the configured
+label method recorded and honoured, reuse only with the same settings, killed and SIGTERMed shards
+leave nothing partial."""
 
 from __future__ import annotations
 
-import io
 import json
+import os
+import signal
+import subprocess
+import sys
 
+import faiss
 import numpy as np
 import pytest
 import torch
+from helpers.clustering import HeldAudio, exact_index, make_corpus, ref_mfcc
 
 from mhubert import storage
-from mhubert.audio import encode_wav, load
+from mhubert.artifacts import CorruptArtifact, Index, Labels, Manifest, StaleArtifact
+from mhubert.audio import load
 from mhubert.clustering import ClusteringConfig
 from mhubert.clustering import assign as cassign
 from mhubert.clustering import index as cindex
-from mhubert.clustering import sample as csample
-from mhubert.clustering.features import FeatureExtractor, FeatureSpec
-from mhubert.corpus.manifest import Manifest, ManifestEntry
 from mhubert.errors import BadInput
-from mhubert.features import mfcc
+from mhubert.features.featurizer import Featurizer
+from mhubert.features.spec import FeatureSpec
 
-SR = 16000
-# (lang, dataset, seconds, tone Hz): two languages that sound different, odd lengths on purpose
-UTTS = [("en", "a", 0.61, 220), ("en", "a", 0.83, 330), ("en", "b", 0.52, 260),
-        ("fr", "a", 0.74, 1200), ("fr", "b", 0.97, 1500), ("fr", "b", 0.45, 1800)]
-
-
-def make_corpus(root: str) -> str:
-    """Write UTTS as wav under ``root`` and a manifest; returns the manifest URL."""
-    rng = np.random.default_rng(0)
-    entries = []
-    for i, (lang, ds, sec, hz) in enumerate(UTTS):
-        n = int(sec * SR)
-        t = np.arange(n) / SR
-        wav = 0.3 * np.sin(2 * np.pi * hz * t) + 0.05 * rng.standard_normal(n)
-        path = f"{ds}/{lang}/u{i}.wav"
-        storage.atomic_write(storage.join(root, "corpus", path), encode_wav(wav.astype(np.float32)))
-        entries.append(ManifestEntry(path, n, lang, ds))
-    url = storage.join(root, "manifest.tsv")
-    Manifest(storage.join(root, "corpus"), entries).write(url)
-    return url
-
-
-def ref_mfcc(manifest: Manifest) -> list[np.ndarray]:
-    return [mfcc(load(manifest.url_of(i))).numpy() for i in range(len(manifest))]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module", params=["file", "s3"])
@@ -74,13 +57,6 @@ def corpus(shared_corpus, request):
     return storage.join(root, request.node.name.replace("[", "-").rstrip("]")), url, m, feats
 
 
-def exact_index(root: str, feats: list[np.ndarray], k: int = 4) -> tuple[str, cindex.ClusterIndex]:
-    ci = cindex.train(np.concatenate(feats), ClusteringConfig(num_clusters=k, mode="exact", niter=5))
-    url = storage.join(root, "clu", "index.faiss")
-    cindex.save(ci, url, storage.join(root, "clu", "centroids.npy"))
-    return url, ci
-
-
 def test_assign_shards_merge_read_labels(corpus):
     root, murl, m, feats = corpus
     iurl, ci = exact_index(root, feats)
@@ -90,8 +66,10 @@ def test_assign_shards_merge_read_labels(corpus):
         cassign.assign_shard(murl, labels, iurl, spec, s, 2, progress=False)
     info = cassign.merge(labels, 2)
     assert info == {**info, "label_rate": 100, "num_clusters": 4, "num_utterances": 6,
-                    "num_frames": sum(len(f) for f in feats)}
-    flat, off = cassign.read_labels(labels)
+                    "num_frames": sum(len(f) for f in feats), "label_method": "exact"}
+    art = Labels(labels)
+    assert art.info == info and art.label_rate == 100
+    flat, off = art.read(verify=True)
     assert flat.dtype == np.uint16 and off.dtype == np.int64 and len(off) == 7
     want = [ci.label(f) for f in feats]
     for i, (e, w) in enumerate(zip(m, want, strict=True)):
@@ -102,11 +80,13 @@ def test_assign_shards_merge_read_labels(corpus):
     shard1 = storage.read_text(storage.join(labels, "shard-00001-of-00002.km")).splitlines()
     assert shard1 == km[3:]
     assert storage.read_text(storage.join(labels, "dict.km.txt")) == "0 1\n1 1\n2 1\n3 1\n"
-    assert json.loads(storage.read_text(storage.join(labels, "_SUCCESS")))["label_rate"] == 100
+    assert cassign.merge(labels, 2) == info          # merged with the same shards: reused
 
 
 def _visible(labels: str) -> list[str]:
-    return [n for n in storage.listdir(labels) if n.startswith("shard-")]
+    if not storage.exists(labels):
+        return []
+    return sorted(n for n in storage.listdir(labels) if n.startswith("shard-"))
 
 
 def test_killed_shard_leaves_nothing_and_rerun_completes(corpus, monkeypatch):
@@ -114,7 +94,7 @@ def test_killed_shard_leaves_nothing_and_rerun_completes(corpus, monkeypatch):
     iurl, _ = exact_index(root, feats)
     labels = storage.join(root, "labels")
     calls = {"n": 0}
-    real = FeatureExtractor.extract_tensors
+    real = Featurizer.extract_tensors
 
     def dies_midway(self, wavs):
         calls["n"] += 1
@@ -122,17 +102,17 @@ def test_killed_shard_leaves_nothing_and_rerun_completes(corpus, monkeypatch):
             raise RuntimeError("killed")
         return real(self, wavs)
 
-    monkeypatch.setattr(FeatureExtractor, "extract_tensors", dies_midway)
+    monkeypatch.setattr(Featurizer, "extract_tensors", dies_midway)
     with pytest.raises(RuntimeError, match="killed"):
         cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", batch_size=1), 0, 1, progress=False)
     assert _visible(labels) == []
-    monkeypatch.setattr(FeatureExtractor, "extract_tensors", real)
+    monkeypatch.setattr(Featurizer, "extract_tensors", real)
     cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", batch_size=1), 0, 1, progress=False)
     assert _visible(labels) == ["shard-00000-of-00001.done", "shard-00000-of-00001.km",
                                 "shard-00000-of-00001.npz"]
 
 
-def test_rerun_of_finished_shard_is_noop(corpus, monkeypatch):
+def test_finished_shard_is_reused_only_with_the_same_settings(corpus, monkeypatch):
     root, murl, _, feats = corpus
     iurl, _ = exact_index(root, feats)
     labels = storage.join(root, "labels")
@@ -147,11 +127,28 @@ def test_rerun_of_finished_shard_is_noop(corpus, monkeypatch):
         return out
 
     before = stamps()
-    monkeypatch.setattr(cindex, "load", lambda *a, **k: pytest.fail("re-ran a finished shard"))
-    assert cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc"), 1, 3, progress=False) == first
+    with monkeypatch.context() as mp:
+        mp.setattr(cindex, "load", lambda *a, **k: pytest.fail("re-ran a finished shard"))
+        assert cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc"), 1, 3, progress=False) == first
+        # the same shard asked with other features settings: stops before any work
+        with pytest.raises(StaleArtifact, match="normalize"):
+            cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", normalize=True), 1, 3,
+                                 progress=False)
     assert stamps() == before and len(before) == 3
     with pytest.raises(BadInput, match="2 of 3 shards are not done"):
         cassign.merge(labels, 3)
+    forced = cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", normalize=True), 1, 3,
+                                  progress=False, on_change="force")
+    assert forced["fingerprint"] != first["fingerprint"]
+
+
+def test_a_changed_index_file_is_refused_naming_it(tmp_path):
+    murl = make_corpus(str(tmp_path))
+    iurl, _ = exact_index(str(tmp_path), ref_mfcc(Manifest.read(murl)))
+    with open(iurl, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CorruptArtifact, match="index.faiss"):
+        cassign.assign_shard(murl, str(tmp_path / "labels"), iurl, FeatureSpec("mfcc"), progress=False)
 
 
 def test_bad_shard_arguments():
@@ -162,64 +159,117 @@ def test_bad_shard_arguments():
     assert [cassign.shard_range(10, 3, i) for i in range(3)] == [(0, 3), (3, 6), (6, 10)]
     with pytest.raises(BadInput, match="--model"):
         FeatureSpec("hubert")
+    with pytest.raises(BadInput, match="label_method"):
+        ClusteringConfig(label_method="gpu")
 
 
-def test_sample_respects_budget_and_streams_parts(corpus):
-    root, murl, m, feats = corpus
-    total = sum(len(f) for f in feats)
-    budget_gb = total * 156 * 0.6 / 1e9
-    out = storage.join(root, "clu", "sample")
-    cfg = ClusteringConfig(memory_budget_gb=budget_gb)
-    info = csample.build_sample(murl, out, FeatureSpec("mfcc"), cfg, shard_bytes=156 * 40,
-                                progress=False)
-    assert 0 < info["num_frames"] * 39 * 4 <= budget_gb * 1e9
-    assert len(info["parts"]) > 1 and max(info["rows"]) <= 40 and sum(info["rows"]) == info["num_frames"]
-    x, rows = csample.load_sample(out)
-    utt = csample.row_utterances(out)
-    seg = np.load(io.BytesIO(storage.read_bytes(storage.join(out, "segments.npy"))))
-    want = np.concatenate([feats[i] for i in seg[:, 0]])
-    np.testing.assert_allclose(x, want, rtol=1e-5, atol=1e-4)
-    assert len(utt) == len(x) and (rows == np.arange(len(x))).all()
-    sub, srows = csample.load_sample(out, max_rows=17, seed=3)
-    np.testing.assert_array_equal(sub, x[srows])
-    # a budget larger than the corpus repeats groups (α/β up-sampling), still within the budget
-    big = storage.join(root, "clu2", "sample")
-    info2 = csample.build_sample(murl, big, FeatureSpec("mfcc"),
-                                 ClusteringConfig(memory_budget_gb=budget_gb * 5), progress=False)
-    assert info2["num_copies"] > info2["num_utterances"]
-    assert total < info2["num_frames"] and info2["num_frames"] * 156 <= budget_gb * 5 * 1e9
-
-
-def test_select_upsamples_small_language():
-    keys = [("en", "a")] * 90 + [("sw", "a")] * 10
-    frames = [100] * 100
-    idx = csample.select(keys, frames, 100, budget_frames=5000, alpha=0.7, beta=0.9, seed=0)
-    share_sw = (idx >= 90).mean()
-    p_sw = 0.1 ** 0.7 / (0.1 ** 0.7 + 0.9 ** 0.7)     # two-level formula on hours, α = 0.7
-    assert len(idx) * 100 <= 5000
-    assert abs(share_sw - p_sw) < 0.05 and share_sw > 0.15
-
-
-def test_fit_and_report(tmp_path):
-    root = str(tmp_path)
+# -- the configured label method ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sparse_hnsw_index(tmp_path_factory):
+    """A factory index on the corpus's MFCCs whose HNSW search is approximate (M=4, efSearch=1), so
+    that HNSW and exact labels disagree; committed as an Index. (dir, index URL, MFCCs, manifest)."""
+    root = str(tmp_path_factory.mktemp("hnsw"))
     murl = make_corpus(root)
-    clu = storage.join(root, "clu")
-    csample.build_sample(murl, storage.join(clu, "sample"), FeatureSpec("mfcc"),
-                         ClusteringConfig(memory_budget_gb=1e-3), progress=False)
-    meta = cindex.fit(storage.join(clu, "sample"), clu,
-                      ClusteringConfig(num_clusters=4, mode="exact", niter=5))
-    assert meta["num_clusters"] == 4 and meta["label_rate"] == 100
-    from mhubert.clustering.quality import report
-
-    q = report(clu, storage.join(clu, "index.faiss"), storage.join(clu, "sample"), murl)
-    assert q["agreement_with_exact"] == 1.0
-    assert 0.0 < q["language"]["pnmi"] <= 1.0 + 1e-9 and q["language"]["num_languages"] == 2
-    sizes = json.loads((tmp_path / "clu" / "cluster_sizes.json").read_text())
-    assert sum(sizes["counts"]) == q["num_rows"]
-    assert (tmp_path / "clu" / "cluster_sizes.png").read_bytes()[:4] == b"\x89PNG"
+    feats = ref_mfcc(Manifest.read(murl))
+    cfg = ClusteringConfig(num_clusters=48, index_factory="OPQ4_40,IVF{K}_HNSW4,PQ4x4fsr", opq_niter=2,
+                           hnsw_ef_search=1, kmeans_device="cpu")
+    ci = cindex.train(np.concatenate(feats), cfg)
+    art = Index(storage.join(root, "clu"))
+    cindex.save(ci, art)
+    art.commit({"mode": "factory"}, settings={"test": "hnsw"})
+    return root, murl, art.index_url, feats
 
 
-def test_hubert_features_label_at_50hz(tmp_path):
+def _reference_labels(index_url: str, feats: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """faiss's own answers, from the index file read by plain faiss: the quantizer's HNSW search and
+    an exact IndexFlatL2 search over the same coarse centroids, both after the OPQ rotation."""
+    index = faiss.read_index(index_url)
+    ivf = faiss.downcast_index(index.index)
+    xt = faiss.downcast_VectorTransform(index.chain.at(0)).apply(np.concatenate(feats))
+    _, hnsw = ivf.quantizer.search(xt, 1)
+    flat = faiss.IndexFlatL2(ivf.d)
+    flat.add(ivf.quantizer.reconstruct_n(0, ivf.nlist))
+    _, exact = flat.search(xt, 1)
+    return {"hnsw": hnsw[:, 0], "exact": exact[:, 0]}
+
+
+@pytest.mark.parametrize("method", ["hnsw", "exact", "auto"])
+def test_labels_are_the_configured_method_and_it_is_recorded(sparse_hnsw_index, tmp_path, method):
+    root, murl, iurl, feats = sparse_hnsw_index
+    ref = _reference_labels(iurl, feats)
+    assert (ref["hnsw"] != ref["exact"]).mean() > 0.01         # the two methods differ here
+    labels = str(tmp_path / "labels")
+    cfg = ClusteringConfig(label_method=method)
+    for s in range(2):
+        cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", device="cpu"), s, 2, cfg=cfg,
+                             progress=False)
+    info = cassign.merge(labels, 2)
+    ran = "hnsw" if method == "auto" else method       # auto: the index's own search (HNSW here)
+    assert info["label_method"] == ran and Labels(labels).info["label_method"] == ran
+    assert info["label_device"] == "cpu"
+    flat, _ = Labels(labels).read()
+    np.testing.assert_array_equal(flat, ref[ran])
+
+
+def test_hnsw_on_a_flat_index_is_an_error(corpus):
+    root, murl, _, feats = corpus
+    iurl, _ = exact_index(root, feats)
+    with pytest.raises(BadInput, match="no HNSW quantizer"):
+        cassign.assign_shard(murl, storage.join(root, "labels"), iurl, FeatureSpec("mfcc"),
+                             cfg=ClusteringConfig(label_method="hnsw"), progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_exact_labels_on_the_gpu_equal_cpu_exact_and_hnsw_stays_hnsw(sparse_hnsw_index, tmp_path):
+    _, murl, iurl, feats = sparse_hnsw_index
+    ref = _reference_labels(iurl, feats)
+    for method, device in (("exact", "cuda"), ("hnsw", "cpu")):
+        labels = str(tmp_path / method)
+        info = cassign.assign_shard(murl, labels, iurl, FeatureSpec("mfcc", device="cuda"),
+                                    cfg=ClusteringConfig(label_method=method), progress=False)
+        assert info["label_method"] == method and info["label_device"] == device
+        flat, _ = Labels(labels).read_shard(0, 1)
+        assert (flat == ref[method]).mean() > 0.999      # fp32 GEMM on the GPU may flip exact ties
+
+
+# -- SIGTERM -----------------------------------------------------------------------------------
+def test_sigterm_stops_assign_at_a_shard_boundary_and_rerun_completes(tmp_path):
+    """SIGTERM reaches ``mhubert cluster assign`` while it is inside its shard (blocked on the HTTP
+    answer for the third utterance, which the test releases only after the signal): it exits 143
+    with no shard file written and nothing committed; a rerun completes the shard."""
+    murl = make_corpus(str(tmp_path))
+    m = Manifest.read(murl)
+    iurl, ci = exact_index(str(tmp_path), ref_mfcc(m))
+    served = HeldAudio(m.root, m[2].path)
+    http_manifest = str(tmp_path / "http.tsv")
+    Manifest(served.url, m.entries).write(http_manifest)
+    labels = str(tmp_path / "labels")
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "mhubert", "cluster", "assign", "--manifest", http_manifest,
+           "--index", iurl, "--labels", labels, "--batch-size", "1", "--quiet"]
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert served.requested.wait(timeout=120), "the child never asked for utterance 2"
+            proc.send_signal(signal.SIGTERM)
+            served.release.set()
+            out, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 143, err
+        assert "stopped by SIGTERM" in err and "nothing partial" in err
+        assert _visible(labels) == [] and not Labels(labels).is_committed()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        served.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["num_utterances"] == 6
+    flat, _ = Labels(labels).read_shard(0, 1)
+    np.testing.assert_array_equal(flat, np.concatenate([ci.label(f) for f in ref_mfcc(m)]))
+
+
+def test_hubert_features_label_at_the_conv_frame_rate(tmp_path):
     from mhubert.features.ssl import layer_features
     from mhubert.model import hubert_tiny
     from mhubert.model.convert import save_checkpoint_model
@@ -238,42 +288,10 @@ def test_hubert_features_label_at_50hz(tmp_path):
     iurl, ci = exact_index(root, feats, k=3)
     labels = storage.join(root, "labels")
     spec = FeatureSpec("hubert", model=mpath, layer=2, batch_size=4)
-    cassign.assign_shard(murl, labels, iurl, spec, 0, 1, progress=False)
-    assert cassign.merge(labels, 1)["label_rate"] == 50
-    flat, off = cassign.read_labels(labels)
+    info = cassign.assign_shard(murl, labels, iurl, spec, 0, 1, progress=False)
+    assert "model" in info["inputs"]
+    assert cassign.merge(labels, 1)["label_rate"] == 16000 // model.cfg.total_stride == 50
+    flat, off = Labels(labels).read()
     for i, f in enumerate(feats):
         assert off[i + 1] - off[i] == model.num_frames(m[i].n_samples)
         np.testing.assert_array_equal(flat[off[i]:off[i + 1]], ci.label(f))
-
-
-def test_cli_end_to_end_and_errors(tmp_path, capsys):
-    from mhubert.cli import main
-
-    root = str(tmp_path)
-    murl = make_corpus(root)
-    clu, labels = str(tmp_path / "clu"), str(tmp_path / "labels")
-    assert main(["cluster", "sample", "--manifest", murl, "--out", clu, "--budget-gb", "0.001",
-                 "--quiet", "--preset", "tiny"]) == 0
-    assert main(["cluster", "fit", "--out", clu, "--preset", "tiny", "--num-clusters", "5",
-                 "--mode", "exact"]) == 0
-    for s in ("0", "1"):
-        assert main(["cluster", "assign", "--manifest", murl, "--out", clu, "--labels", labels,
-                     "--shard", s, "--num-shards", "2", "--quiet"]) == 0
-    assert main(["cluster", "merge", "--labels", labels, "--num-shards", "2"]) == 0
-    assert main(["cluster", "report", "--out", clu, "--manifest", murl, "--labels", labels]) == 0
-    flat, off = cassign.read_labels(labels)
-    assert len(off) == 7 and int(flat.max()) < 5
-    ulid = storage.read_json(storage.join(clu, "quality.json"))["unit_lid"]
-    assert ulid["num_utterances"] == 6
-    capsys.readouterr()
-    assert main(["cluster", "assign", "--manifest", murl, "--out", clu, "--labels", labels,
-                 "--shard", "3", "--num-shards", "2"]) == 2
-    assert "--shard must be in [0, 1]" in capsys.readouterr().err
-    assert main(["cluster", "fit", "--out", str(tmp_path / "nothing"), "--preset", "tiny"]) == 2
-    assert "no committed clustering sample" in capsys.readouterr().err
-    assert main(["cluster", "assign", "--manifest", murl, "--index", str(tmp_path / "no.index"),
-                 "--labels", str(tmp_path / "l2")]) == 2
-    assert "not found" in capsys.readouterr().err
-    assert main(["cluster", "sample", "--manifest", murl, "--out", str(tmp_path / "c3"),
-                 "--features", "hubert"]) == 2
-    assert "--model" in capsys.readouterr().err

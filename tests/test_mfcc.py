@@ -11,7 +11,7 @@ import torchaudio.functional as AF
 from mhubert import audio
 from mhubert.corpus.manifest import Manifest
 from mhubert.errors import BadInput
-from mhubert.features import mfcc, mfcc_batch, num_frames
+from mhubert.features.mfcc import mfcc, mfcc_batch, num_frames
 
 
 def fairseq_mfcc(x: torch.Tensor) -> torch.Tensor:

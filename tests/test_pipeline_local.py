@@ -52,10 +52,9 @@ def test_run_rejects_bad_shards(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
-    pytest.importorskip("mhubert.clustering.assign")
     transformers = pytest.importorskip("transformers")
     from mhubert import storage
-    from mhubert.clustering.assign import read_labels
+    from mhubert.artifacts import Labels
     from mhubert.config import load_preset
     from mhubert.corpus.manifest import Manifest
 
@@ -69,9 +68,9 @@ def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     assert f"{root}/serving/model" in out and f"{root}/iter1/labels" in out
     # labels: one sequence per manifest utterance at 100 Hz (MFCC frames), from both shards
     manifest = Manifest.read(f"{root}/corpus/manifest.tsv")
-    flat, offsets = read_labels(f"{root}/iter1/labels")
+    flat, offsets = Labels(f"{root}/iter1/labels").read()
     assert len(offsets) == len(manifest) + 1
-    info = storage.read_json(f"{root}/iter1/labels/_SUCCESS")
+    info = Labels(f"{root}/iter1/labels").info
     assert info["label_rate"] == 100
     k = load_preset("tiny")["iterations"][0]["num_clusters"]
     assert flat.max() < k

@@ -2,41 +2,45 @@
 
 Shard i of n covers the contiguous manifest range ``[N·i//n, N·(i+1)//n)``. Features are computed
 batch by batch and labelled in memory (never written out); only labels are kept, 2 bytes a frame.
-A shard publishes, atomically and in this order::
+The files and their order are :class:`mhubert.artifacts.Labels`'s (``write_shard``: ``.km``,
+``.npz``, then the ``.done`` record last); a shard stopped midway (killed, or SIGTERM between two
+batches) has published nothing.
 
-    shard-XXXXX-of-YYYYY.km     fairseq text: one line of space-separated ids per utterance
-    shard-XXXXX-of-YYYYY.npz    labels (uint16, flat) + lengths (int64)
-    shard-XXXXX-of-YYYYY.done   JSON marker, last
+Labels come from the method the config names (``clustering.label_method``, resolved against the
+index by :meth:`ClusterIndex.resolve_method`), never from whatever the hardware offers: ``hnsw``
+runs faiss's HNSW search on the CPU even when the features are on a GPU; ``exact`` runs the GEMM
+argmin where the features are (CUDA: torch, else numpy). The method and the device are recorded in
+each shard's ``.done`` and in the merged marker's info (``label_method``, ``label_device``).
 
-A shard whose marker exists is skipped; a shard killed midway has published nothing. ``merge``
-writes ``labels.km``, ``labels.npy`` (uint16 flat), ``offsets.npy`` (int64, N+1), ``dict.km.txt``
-and ``_SUCCESS`` (JSON: label_rate, num_clusters, num_utterances, num_frames) last.
+A shard is reused only when its ``.done`` carries the fingerprint of the settings and inputs given
+now (``decide``'s rule, per shard); ``merge`` commits the labels with the shards' common settings.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from mhubert import storage
+from mhubert.artifacts import MAX_CLUSTERS, Labels, Manifest, StaleArtifact, decide, dictionary_text
+from mhubert.artifacts import marker as mk
+from mhubert.artifacts.reuse import differences
+from mhubert.clustering import ClusteringConfig
 from mhubert.clustering import index as cindex
-from mhubert.clustering.features import FeatureExtractor, FeatureSpec
+from mhubert.clustering.inputs import feature_inputs, manifest_fingerprint
+from mhubert.clustering.stop import check
 from mhubert.errors import BadInput
+from mhubert.features.featurizer import Featurizer
+from mhubert.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
-
-MAX_CLUSTERS = 65535
-
-
-def shard_name(shard: int, num_shards: int) -> str:
-    return f"shard-{shard:05d}-of-{num_shards:05d}"
 
 
 def shard_range(total: int, num_shards: int, shard: int) -> tuple[int, int]:
@@ -48,94 +52,134 @@ def shard_range(total: int, num_shards: int, shard: int) -> tuple[int, int]:
     return total * shard // num_shards, total * (shard + 1) // num_shards
 
 
-def km_lines(labels: list[np.ndarray]) -> str:
-    """fairseq ``.km`` text: one line of space-separated ids per utterance."""
-    return "".join(" ".join(map(str, lab.tolist())) + "\n" for lab in labels)
+def index_fingerprint(index_url: str) -> str:
+    """The committed Index's fingerprint, or the sha256 of any other faiss file (e.g. the published
+    index)."""
+    art = cindex.committed_index(index_url)
+    if art is not None and art.fingerprint:
+        return art.fingerprint
+    if not storage.exists(index_url):
+        raise BadInput(f"faiss index not found: {index_url}")
+    return mk.hash_url(index_url).sha256
 
 
-def _npz_bytes(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+def assign_settings(spec: FeatureSpec, cfg: ClusteringConfig, num_shards: int) -> dict:
+    return {"clustering": cfg.assign_settings(), "features": spec.to_dict(), "num_shards": num_shards}
+
+
+def assign_inputs(manifest_url: str, index_url: str, spec: FeatureSpec) -> dict:
+    return {"manifest": manifest_fingerprint(manifest_url), "index": index_fingerprint(index_url),
+            **feature_inputs(spec)}
+
+
+def _label_batch(ci: cindex.ClusterIndex, x: torch.Tensor, method: str) -> tuple[np.ndarray, str]:
+    """Labels of one feature batch by ``method`` (resolved), and the device they were computed on."""
+    if method == "exact" and x.device.type == "cuda":
+        return ci.label_torch(x).cpu().numpy(), "cuda"
+    return ci.label(x.detach().cpu().numpy(), method), "cpu"
 
 
 def assign_shard(manifest_url: str, labels_dir: str, index_url: str, spec: FeatureSpec,
-                 shard: int = 0, num_shards: int = 1, exact: bool = False,
-                 progress: bool = True) -> dict:
-    """Label shard ``shard`` of ``num_shards`` of the manifest with the index at ``index_url``.
-
-    ``exact``: exact nearest coarse centroid (after the OPQ rotation) instead of the HNSW top-1.
-    Returns the shard's marker info; a finished shard is a no-op.
-    """
-    from mhubert.corpus.manifest import Manifest
-
-    name = shard_name(shard, num_shards)
-    done_url = storage.join(labels_dir, name + ".done")
+                 shard: int = 0, num_shards: int = 1, cfg: ClusteringConfig | None = None,
+                 progress: bool = True, on_change: str = "stop",
+                 stop: threading.Event | None = None) -> dict:
+    """Label shard ``shard`` of ``num_shards`` of the manifest with the index at ``index_url``, by
+    ``cfg.label_method``. Returns the shard's record; a shard done with the same settings and inputs
+    is reused, one done otherwise stops (``on_change="force"`` relabels it)."""
+    cfg = cfg or ClusteringConfig()
+    labels = Labels(labels_dir)
     manifest = Manifest.read(manifest_url)
     lo, hi = shard_range(len(manifest), num_shards, shard)
-    if storage.exists(done_url):
-        log.info("%s is already done", name)
-        return storage.read_json(done_url)
-    ci = cindex.load(index_url)
+    settings = assign_settings(spec, cfg, num_shards)
+    inputs = assign_inputs(manifest_url, index_url, spec)
+    if decide(labels, settings, inputs, on_change) == "reuse":
+        log.info("%s is already merged with these settings", labels_dir)
+        return labels.shard_done(shard, num_shards) or labels.info
+    want = mk.fingerprint(Labels.kind, settings, inputs)
+    done = labels.shard_done(shard, num_shards)
+    name = labels.shard_url(shard, num_shards, "")
+    if done is not None:
+        if done.get("fingerprint") == want:
+            log.info("%s is already done", name)
+            return done
+        if on_change != "force":
+            diff = differences(done.get("settings", {}), settings) + differences(
+                done.get("inputs", {}), inputs)
+            raise StaleArtifact(f"{name} was labelled with other settings or inputs "
+                                f"({'; '.join(diff[:4]) or 'an older record'}); pass --force to "
+                                "relabel it, or use another labels directory")
+        storage.remove(labels.shard_url(shard, num_shards, ".done"))   # never a new .km under an old .done
+    ci = cindex.open_index(index_url)
     k = ci.num_clusters
     if k > MAX_CLUSTERS:
         raise BadInput(f"index has {k} clusters; uint16 labels hold at most {MAX_CLUSTERS}")
-    ex = FeatureExtractor(spec)
+    method = ci.resolve_method(cfg.label_method)
+    ex = Featurizer(spec)
     if ex.dim != ci.dim:
         raise BadInput(f"{spec.source} features are {ex.dim}-d but the index {index_url} is {ci.dim}-d")
-    on_gpu = ex.device.type == "cuda"
-    labels: list[np.ndarray] = []
-    bar = tqdm(total=hi - lo, unit="utt", desc=name, disable=not progress)
+    out: list[np.ndarray] = []
+    devices: set[str] = set()
+    bar = tqdm(total=hi - lo, unit="utt", desc=storage.basename(name), disable=not progress)
     for ids, feats in ex.iter_manifest(manifest, range(lo, hi), as_tensors=True):
+        check(stop, f"while labelling {name} (the shard is dropped whole)")
         sizes = [f.shape[0] for f in feats]
         x = torch.cat(feats) if feats else torch.zeros(0, ex.dim)
-        if on_gpu:
-            lab = ci.label_torch(x).cpu().numpy()
-        else:
-            lab = ci.label(x.numpy(), exact=exact)
+        lab, dev = _label_batch(ci, x, method)
+        devices.add(dev)
         for i, part in zip(ids, np.split(lab, np.cumsum(sizes)[:-1]), strict=True):
-            want = ex.num_frames(manifest[i].n_samples)
-            if len(part) != want:
+            frames = ex.num_frames(manifest[i].n_samples)
+            if len(part) != frames:
                 raise BadInput(f"{manifest.url_of(i)}: {len(part)} labels but its "
-                               f"{manifest[i].n_samples} samples give {want} frames at "
-                               f"{spec.label_rate} Hz")
-            labels.append(part.astype(np.uint16))
+                               f"{manifest[i].n_samples} samples give {frames} frames at "
+                               f"{ex.frame_rate} Hz")
+            out.append(part.astype(np.uint16))
         bar.update(len(ids))
     bar.close()
-    lengths = np.asarray([len(x) for x in labels], dtype=np.int64)
-    flat = np.concatenate(labels) if labels else np.zeros(0, dtype=np.uint16)
-    storage.atomic_write_text(storage.join(labels_dir, name + ".km"), km_lines(labels))
-    storage.atomic_write(storage.join(labels_dir, name + ".npz"), _npz_bytes(labels=flat, lengths=lengths))
     info = {"shard": shard, "num_shards": num_shards, "start": lo, "stop": hi,
-            "num_utterances": hi - lo, "num_frames": int(flat.size), "num_clusters": k,
-            "label_rate": spec.label_rate, "index": index_url, "manifest": manifest_url,
-            "features": spec.to_dict(), "exact": exact}
-    storage.atomic_write_json(done_url, info)
-    return info
+            "num_utterances": hi - lo, "num_frames": int(sum(len(p) for p in out)), "num_clusters": k,
+            "label_rate": ex.frame_rate, "index": index_url, "manifest": manifest_url,
+            "features": ex.describe(), "label_method": method,
+            "label_device": ",".join(sorted(devices)) or "cpu",
+            "settings": settings, "inputs": inputs, "fingerprint": want}
+    return labels.write_shard(shard, num_shards, out, info)
 
 
-def _publish(local: str, url: str) -> None:
+def _publish(local: str, url: str) -> mk.FileRecord:
+    rec = mk.hash_url(local)
     dest = storage.local_path(url)
     if dest is not None:
         os.replace(local, dest)
     else:
         storage.upload_file(local, url)
         os.remove(local)
+    return rec
 
 
-def merge(labels_dir: str, num_shards: int) -> dict:
-    """Concatenate the shards' labels in manifest order; ``_SUCCESS`` last. No-op once committed."""
-    if storage.is_committed(labels_dir):
-        return storage.read_json(storage.join(labels_dir, storage.SUCCESS))
-    names = [shard_name(i, num_shards) for i in range(num_shards)]
-    missing = [n for n in names if not storage.exists(storage.join(labels_dir, n + ".done"))]
+def _common(infos: list[dict], key: str, labels_dir: str):
+    values = {mk.fingerprint("x", {"v": i.get(key)}, None) for i in infos}
+    if len(values) != 1:
+        raise BadInput(f"shards in {labels_dir} disagree on {key}; re-run them with one setting "
+                       "(--force)")
+    return infos[0].get(key)
+
+
+def merge(labels_dir: str, num_shards: int, on_change: str = "stop", progress: bool = True) -> dict:
+    """Concatenate the shards' labels in manifest order and commit them (marker last). Labels
+    merged from shards with the same settings and inputs are reused."""
+    labels = Labels(labels_dir)
+    dones = [labels.shard_done(i, num_shards) for i in range(num_shards)]
+    missing = [labels.shard_url(i, num_shards, "").rsplit("/", 1)[-1]
+               for i, d in enumerate(dones) if d is None]
     if missing:
         raise BadInput(f"{len(missing)} of {num_shards} shards are not done in {labels_dir}: "
                        f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-    infos = [storage.read_json(storage.join(labels_dir, n + ".done")) for n in names]
-    for key in ("label_rate", "num_clusters", "manifest"):
-        if len({str(i[key]) for i in infos}) != 1:
-            raise BadInput(f"shards in {labels_dir} disagree on {key}; re-run them with one setting")
+    infos: list[dict] = dones  # type: ignore[assignment]
+    settings = _common(infos, "settings", labels_dir) or {}
+    inputs = _common(infos, "inputs", labels_dir) or {}
+    for key in ("label_rate", "num_clusters", "manifest", "label_method"):
+        _common(infos, key, labels_dir)
+    if decide(labels, settings, inputs, on_change) == "reuse":
+        return labels.info
     for a, b in zip(infos, infos[1:], strict=False):
         if a["stop"] != b["start"]:
             raise BadInput(f"shards in {labels_dir} do not tile the manifest ({a['stop']} != {b['start']})")
@@ -151,49 +195,25 @@ def merge(labels_dir: str, num_shards: int) -> dict:
         offsets = [np.zeros(1, dtype=np.int64)]
         pos = 0
         with open(os.path.join(stage, "labels.km"), "wb") as km:
-            for n in tqdm(names, desc="merge", unit="shard"):
-                z = np.load(io.BytesIO(storage.read_bytes(storage.join(labels_dir, n + ".npz"))))
-                lab, lengths = z["labels"], z["lengths"]
+            for i in tqdm(range(num_shards), desc="merge", unit="shard", disable=not progress):
+                lab, lengths = labels.read_shard(i, num_shards)
                 flat[pos:pos + lab.size] = lab
                 offsets.append(pos + np.cumsum(lengths))
                 pos += lab.size
-                km.write(storage.read_bytes(storage.join(labels_dir, n + ".km")))
+                km.write(storage.read_bytes(labels.shard_url(i, num_shards, ".km")))
         flat.flush()
         del flat
         off = np.concatenate(offsets).astype(np.int64)
         np.save(os.path.join(stage, "offsets.npy"), off)
         for f in ("labels.npy", "offsets.npy", "labels.km"):
-            _publish(os.path.join(stage, f), storage.join(labels_dir, f))
+            labels.record(f, _publish(os.path.join(stage, f), labels.path(f)))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    storage.atomic_write_text(storage.join(labels_dir, "dict.km.txt"), "".join(f"{i} 1\n" for i in range(k)))
+    labels.write_text("dict.km.txt", dictionary_text(k))
     info = {"label_rate": int(infos[0]["label_rate"]), "num_clusters": k,
             "num_utterances": int(off.size - 1), "num_frames": int(num_frames),
-            "num_shards": num_shards, "manifest": infos[0]["manifest"], "index": infos[0]["index"]}
-    storage.write_marker(labels_dir, info)
+            "num_shards": num_shards, "manifest": infos[0]["manifest"], "index": infos[0]["index"],
+            "features": infos[0].get("features"), "label_method": infos[0]["label_method"],
+            "label_device": ",".join(sorted({i.get("label_device", "cpu") for i in infos}))}
+    labels.commit(info, settings=settings, inputs=inputs)
     return info
-
-
-def read_labels(labels_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """(flat uint16 labels, offsets int64 (N+1,)) of a merged labels directory; utterance i has
-    ``flat[offsets[i]:offsets[i+1]]``. Local files are memory-mapped."""
-    if not storage.is_committed(labels_dir):
-        raise BadInput(f"no merged labels at {labels_dir} (run `mhubert cluster merge`)")
-    out = []
-    for f in ("labels.npy", "offsets.npy"):
-        url = storage.join(labels_dir, f)
-        p = storage.local_path(url)
-        out.append(np.load(p, mmap_mode="r") if p is not None
-                   else np.load(io.BytesIO(storage.read_bytes(url))))
-    flat, offsets = out
-    if offsets.size == 0 or int(offsets[-1]) != flat.size:
-        raise BadInput(f"{labels_dir}: offsets end at {int(offsets[-1]) if offsets.size else 0} "
-                       f"but there are {flat.size} labels")
-    return flat, offsets
-
-
-def label_info(labels_dir: str) -> dict:
-    """The merged directory's ``_SUCCESS`` JSON (label_rate, num_clusters, ...)."""
-    if not storage.is_committed(labels_dir):
-        raise BadInput(f"no merged labels at {labels_dir} (run `mhubert cluster merge`)")
-    return storage.read_json(storage.join(labels_dir, storage.SUCCESS))

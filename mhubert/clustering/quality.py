@@ -19,6 +19,10 @@ import logging
 import numpy as np
 
 from mhubert import storage
+from mhubert.artifacts import ClusteringSample, EvalReport, Index, Labels, Manifest
+from mhubert.clustering import index as cindex
+from mhubert.clustering import sample as csample
+from mhubert.clustering.kmeans import exact_assign
 from mhubert.errors import BadInput
 from mhubert.plotting import figure_png
 
@@ -160,41 +164,39 @@ def unit_lid(flat: np.ndarray, offsets: np.ndarray, langs, groups=None, num_clus
     return out
 
 
-def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,
+def report(eval_dir: str, index_url: str, sample_dir: str, manifest_url: str,
            max_rows: int = 200_000, reference_labels: str | None = None, seed: int = 0,
-           labels: str | None = None) -> dict:
+           labels: str | None = None, label_method: str = "auto") -> dict:
     """Score the index on up to ``max_rows`` random rows of the clustering sample; write
-    ``cluster_sizes.json``, ``cluster_sizes.png`` and ``quality.json`` under ``out_dir``.
+    ``quality.json``, ``cluster_sizes.json`` and ``cluster_sizes.png`` into the iteration's
+    :class:`~mhubert.artifacts.EvalReport` at ``eval_dir`` (the evaluation commits it).
 
+    The sample rows are labelled by ``label_method`` (as the labels were: see
+    ``ClusteringConfig.label_method``) and compared with the exact nearest original-space centroid.
     ``reference_labels``: a merged labels directory at the sample's frame rate (e.g. phone ids in
     the labels format), scored like the languages. ``labels``: the iteration's merged labels of every
     utterance of the manifest, scored by ``unit_lid`` (languages, datasets as conditions).
     """
-    from mhubert.clustering import index as cindex
-    from mhubert.clustering import sample as csample
-    from mhubert.corpus.manifest import Manifest
-
-    ci = cindex.load(index_url, storage.join(storage.parent(index_url), "centroids.npy"))
+    ci = cindex.load(index_url, storage.join(storage.parent(index_url), Index.CENTROIDS))
+    method = ci.resolve_method(label_method)
     x, rows = csample.load_sample(sample_dir, max_rows=max_rows, seed=seed)
-    approx = ci.label(x)
+    approx = ci.label(x, method)
     centroids = ci.centroids if ci.centroids is not None else ci.original_space_centroids()
-    exact = cindex.exact_assign(x, centroids)
+    exact = exact_assign(x, centroids)
     manifest = Manifest.read(manifest_url)
     utt = csample.row_utterances(sample_dir)[rows]
     langs = np.asarray([manifest[int(i)].lang for i in utt])
     k = ci.num_clusters
     sizes = cluster_sizes(approx, k)
-    q = {"num_rows": int(len(rows)), "num_clusters": k, "mode": ci.mode,
+    q = {"num_rows": int(len(rows)), "num_clusters": k, "mode": ci.mode, "label_method": method,
          "agreement_with_exact": agreement(approx, exact),
          "language": {"pnmi": pnmi(langs, approx), "purity": purity(langs, approx),
                       "cluster_purity": cluster_purity(langs, approx),
                       "num_languages": int(len(set(langs.tolist())))},
          "num_empty_clusters": sizes["num_empty"], "perplexity": sizes["perplexity"]}
     if reference_labels:
-        from mhubert.clustering.assign import read_labels
-
-        flat, offsets = read_labels(reference_labels)
-        seg = np.load(io.BytesIO(storage.read_bytes(storage.join(sample_dir, "segments.npy"))))
+        flat, offsets = Labels(reference_labels).read()
+        seg = np.load(io.BytesIO(ClusteringSample(sample_dir).read_bytes("segments.npy")))
         within = np.concatenate([np.arange(n) for n in seg[:, 1]])[rows] if len(seg) else rows
         pos = offsets[utt] + within
         ok = pos < offsets[utt + 1]
@@ -204,17 +206,18 @@ def report(out_dir: str, index_url: str, sample_dir: str, manifest_url: str,
         q["reference"] = {"pnmi": pnmi(ref, approx[ok]), "purity": purity(ref, approx[ok]),
                           "cluster_purity": cluster_purity(ref, approx[ok]), "num_rows": int(ok.sum())}
     if labels:
-        from mhubert.clustering.assign import read_labels
-
-        flat, offsets = read_labels(labels)
+        lab = Labels(labels)
+        flat, offsets = lab.read()
         if len(offsets) - 1 != len(manifest):
             raise BadInput(f"{labels} has labels for {len(offsets) - 1} utterances, the manifest "
                            f"{len(manifest)}")
+        q["labels_label_method"] = lab.info.get("label_method")
         q["unit_lid"] = unit_lid(flat, offsets, [e.lang for e in manifest.entries],
                                  [e.dataset for e in manifest.entries], num_clusters=k, seed=seed)
-    storage.atomic_write_json(storage.join(out_dir, "cluster_sizes.json"), sizes)
-    storage.atomic_write(storage.join(out_dir, "cluster_sizes.png"), plot_sizes(sizes))
-    storage.atomic_write_json(storage.join(out_dir, "quality.json"), q)
-    log.info("quality: agreement %.3f, language PNMI %.3f, purity %.3f", q["agreement_with_exact"],
-             q["language"]["pnmi"], q["language"]["purity"])
+    out = EvalReport(eval_dir)
+    out.write_json(EvalReport.SIZES, sizes)
+    out.write_bytes(EvalReport.SIZES_PLOT, plot_sizes(sizes))
+    out.write_json(EvalReport.QUALITY, q)
+    log.info("quality (%s labels): agreement %.3f, language PNMI %.3f, purity %.3f", method,
+             q["agreement_with_exact"], q["language"]["pnmi"], q["language"]["purity"])
     return q

@@ -1,17 +1,21 @@
-"""The clustering sample: α/β up-sampled by hours, filled up to a memory budget, stored in shards.
+"""The clustering sample: α/β up-sampled by hours, filled up to a memory budget, stored in parts.
 
 As mHuBERT-147's ``probability_sampling_from_size_estimation.py``: bytes per frame = 4·D (float32),
-frames per second = 100 (MFCC) or 50 (hubert), so a budget of B GB holds B·1e9 / (4·D) frames. Groups
-(language, dataset) get seconds ∝ the two-level α/β probabilities computed on hours: whole-group
-repeats when the group is smaller than its share, random utterances when larger
+frames per second = the features' frame rate, so a budget of B GB holds B·1e9 / (4·D) frames.
+Groups (language, dataset) get seconds ∝ the two-level α/β probabilities computed on hours:
+whole-group repeats when the group is smaller than its share, random utterances when larger
 (``mhubert.data.sampling.budgeted_sample``).
 
 Features are computed utterance-batch by batch and written straight into preallocated on-disk
-``np.memmap`` shards; the corpus is never held in memory. Layout of ``<out>/sample/``::
+``np.memmap`` parts; the corpus is never held in memory. The sample is a
+:class:`~mhubert.artifacts.ClusteringSample` (``<clustering>/sample/``)::
 
     part-00000.npy ...   float32 (rows, D), at most ``shard_bytes`` each
     segments.npy         int64 (M, 2): [manifest index, frames] of each copy, in row order
-    _SUCCESS             JSON: num_frames, dim, label_rate, parts, rows, features, budget
+    _SUCCESS             the marker; info: num_frames, dim, label_rate, parts, rows, features, ...
+
+On SIGTERM the sample stops at a part boundary: the part being filled is discarded, nothing is
+committed, and a rerun computes it again.
 """
 
 from __future__ import annotations
@@ -21,15 +25,22 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from mhubert import storage
+from mhubert.artifacts import ClusteringSample, Manifest, decide
+from mhubert.artifacts import marker as mk
 from mhubert.clustering import ClusteringConfig
-from mhubert.clustering.features import FeatureExtractor, FeatureSpec
+from mhubert.clustering.inputs import feature_inputs, manifest_fingerprint
+from mhubert.clustering.stop import check
+from mhubert.data.sampling import budgeted_sample
 from mhubert.errors import BadInput
+from mhubert.features.featurizer import Featurizer
+from mhubert.features.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +57,6 @@ def select(keys: Sequence[tuple[str, str]], frames: Sequence[int], label_rate: i
 
     ``budgeted_sample`` may overshoot by one utterance per group; the overshoot is dropped at random.
     """
-    from mhubert.data.sampling import budgeted_sample
-
     if budget_frames <= 0:
         raise BadInput("the memory budget holds no frame: raise --budget-gb")
     frames_arr = np.asarray(frames, dtype=np.int64)
@@ -60,7 +69,9 @@ def select(keys: Sequence[tuple[str, str]], frames: Sequence[int], label_rate: i
     return idx
 
 
-def _publish(local: str, url: str) -> None:
+def _publish(local: str, url: str) -> mk.FileRecord:
+    """Move a finished local file to ``url``; returns its record (hashed here, while it is hot)."""
+    rec = mk.hash_url(local)
     dest = storage.local_path(url)
     if dest is not None:
         os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
@@ -68,26 +79,37 @@ def _publish(local: str, url: str) -> None:
     else:
         storage.upload_file(local, url)
         os.remove(local)
+    return rec
+
+
+def sample_settings(spec: FeatureSpec, cfg: ClusteringConfig) -> dict:
+    return {"clustering": cfg.sample_settings(), "features": spec.to_dict()}
+
+
+def sample_inputs(manifest_url: str, spec: FeatureSpec) -> dict:
+    return {"manifest": manifest_fingerprint(manifest_url), **feature_inputs(spec)}
 
 
 def build_sample(manifest_url: str, out_dir: str, spec: FeatureSpec, cfg: ClusteringConfig,
-                 shard_bytes: int = SHARD_BYTES, progress: bool = True) -> dict:
-    """Compute the budgeted sample of ``manifest_url`` into ``<out_dir>`` (the ``sample/`` directory).
+                 shard_bytes: int = SHARD_BYTES, progress: bool = True, on_change: str = "stop",
+                 stop: threading.Event | None = None) -> dict:
+    """Compute the budgeted sample of ``manifest_url`` into ``out_dir`` (the ``sample/`` directory).
 
-    Returns the ``_SUCCESS`` info. A committed sample is left as it is (no-op).
+    Returns the marker info. A sample committed with the same settings and inputs is reused; one
+    committed with others stops (``on_change``: see :func:`mhubert.artifacts.decide`).
     """
-    from mhubert.corpus.manifest import Manifest
-
-    if storage.is_committed(out_dir):
+    art = ClusteringSample(out_dir)
+    settings, inputs = sample_settings(spec, cfg), sample_inputs(manifest_url, spec)
+    if decide(art, settings, inputs, on_change) == "reuse":
         log.info("sample %s is already committed", out_dir)
-        return storage.read_json(storage.join(out_dir, storage.SUCCESS))
+        return art.info
     if cfg.memory_budget_gb <= 0:
         raise BadInput(f"memory budget must be > 0 GB, got {cfg.memory_budget_gb}")
     manifest = Manifest.read(manifest_url)
     if len(manifest) == 0:
         raise BadInput(f"manifest {manifest_url} lists no utterance")
-    ex = FeatureExtractor(spec)
-    rate, dim = spec.label_rate, ex.dim
+    ex = Featurizer(spec)
+    rate, dim = ex.frame_rate, ex.dim
     frames = [ex.num_frames(e.n_samples) for e in manifest]
     budget_frames = int(cfg.memory_budget_gb * 1e9 // ex.bytes_per_frame)
     idx = select(manifest.keys, frames, rate, budget_frames, cfg.alpha, cfg.beta, cfg.seed)
@@ -102,6 +124,10 @@ def build_sample(manifest_url: str, out_dir: str, spec: FeatureSpec, cfg: Cluste
     local_out = storage.local_path(out_dir)
     if local_out is not None:
         os.makedirs(local_out, exist_ok=True)
+    if storage.exists(out_dir):       # parts an interrupted run left behind are not ours
+        for name in storage.listdir(out_dir):
+            if name.startswith("part-") and name.endswith(".npy"):
+                storage.remove(storage.join(out_dir, name))
     stage = tempfile.mkdtemp(prefix=".staging-", dir=local_out)
     part_rows: list[int] = []
     segments: list[tuple[int, int]] = []
@@ -115,6 +141,7 @@ def build_sample(manifest_url: str, out_dir: str, spec: FeatureSpec, cfg: Cluste
 
         bar = tqdm(total=total, unit="frame", unit_scale=True, desc="sample", disable=not progress)
         for ids, feats in ex.iter_manifest(manifest, uniq):
+            check(stop, f"while sampling {out_dir} (after {part} complete parts)")
             for i, f in zip(ids, feats, strict=True):
                 if f.shape[0] != frames[i]:
                     raise BadInput(f"{manifest.url_of(i)}: {f.shape[0]} frames, but the manifest's "
@@ -134,28 +161,27 @@ def build_sample(manifest_url: str, out_dir: str, spec: FeatureSpec, cfg: Cluste
                             del buf
                             buf = None
                             part_rows.append(pos)
-                            _publish(os.path.join(stage, part_name(part)),
-                                     storage.join(out_dir, part_name(part)))
+                            art.record(part_name(part), _publish(os.path.join(stage, part_name(part)),
+                                                                 art.path(part_name(part))))
                             part += 1
         bar.close()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     seg = io.BytesIO()
     np.save(seg, np.asarray(segments, dtype=np.int64).reshape(-1, 2))
-    storage.atomic_write(storage.join(out_dir, "segments.npy"), seg.getvalue())
+    art.write_bytes("segments.npy", seg.getvalue())
     info = {"num_frames": total, "dim": dim, "label_rate": rate,
             "parts": [part_name(i) for i in range(len(part_rows))], "rows": part_rows,
-            "num_utterances": len(uniq), "num_copies": len(idx), "features": spec.to_dict(),
+            "num_utterances": len(uniq), "num_copies": len(idx), "features": ex.describe(),
             "memory_budget_gb": cfg.memory_budget_gb, "alpha": cfg.alpha, "beta": cfg.beta,
             "seed": cfg.seed, "manifest": manifest_url}
-    storage.write_marker(out_dir, info)
+    art.commit(info, settings=settings, inputs=inputs)
     return info
 
 
 def read_info(sample_dir: str) -> dict:
-    if not storage.is_committed(sample_dir):
-        raise BadInput(f"no committed clustering sample at {sample_dir} (run `mhubert cluster sample`)")
-    return storage.read_json(storage.join(sample_dir, storage.SUCCESS))
+    """The committed sample's marker info."""
+    return ClusteringSample(sample_dir).info
 
 
 def _read_part(url: str) -> np.ndarray:
@@ -169,7 +195,9 @@ def load_sample(sample_dir: str, max_rows: int | None = None, seed: int = 0
                 ) -> tuple[np.ndarray, np.ndarray]:
     """``(x (N, D) float32, rows (N,) int64)``: all rows, or ``max_rows`` random rows (sorted), read
     one part at a time (local parts are memory-mapped)."""
-    info = read_info(sample_dir)
+    art = ClusteringSample(sample_dir)
+    info = art.info
+    art.verify(list(info["parts"]), digest=False)
     total = int(info["num_frames"])
     if max_rows is not None and max_rows < total:
         rows = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
@@ -180,7 +208,7 @@ def load_sample(sample_dir: str, max_rows: int | None = None, seed: int = 0
     for name, n in zip(info["parts"], info["rows"], strict=True):
         lo, hi = np.searchsorted(rows, [start, start + n])
         if hi > lo:
-            part = _read_part(storage.join(sample_dir, name))
+            part = _read_part(art.path(name))
             out[done:done + hi - lo] = part[rows[lo:hi] - start]
             done += hi - lo
         start += n
@@ -189,5 +217,6 @@ def load_sample(sample_dir: str, max_rows: int | None = None, seed: int = 0
 
 def row_utterances(sample_dir: str) -> np.ndarray:
     """(num_frames,) int64: the manifest index of every row of the sample."""
-    seg = np.load(io.BytesIO(storage.read_bytes(storage.join(sample_dir, "segments.npy"))))
+    seg = ClusteringSample(sample_dir).read_bytes("segments.npy")
+    seg = np.load(io.BytesIO(seg))
     return np.repeat(seg[:, 0], seg[:, 1]) if len(seg) else np.zeros(0, dtype=np.int64)

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mhubert import storage
+from mhubert.artifacts.manifest import Manifest
 from mhubert.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,7 @@ def dump_mfcc(manifest_url: str, out: str, shard: int = 0, num_shards: int = 1,
               batch_utterances: int = 32, progress: bool = True) -> dict:
     """Extract MFCCs of the shard's utterances and publish ``.npy``/``.len`` under ``out``."""
     from mhubert.audio import load
-    from mhubert.corpus.manifest import Manifest
-    from mhubert.features.mfcc import DIM, mfcc_batch
+    from mhubert.features.mfcc import DIM, FRAME_RATE, mfcc_batch
 
     m = Manifest.read(manifest_url)
     start, end = shard_range(len(m), num_shards, shard)
@@ -59,7 +59,7 @@ def dump_mfcc(manifest_url: str, out: str, shard: int = 0, num_shards: int = 1,
     storage.remove(stem + "._SUCCESS")
     storage.atomic_write(stem + ".npy", buf.getvalue())
     storage.atomic_write_text(stem + ".len", "".join(f"{n}\n" for n in lengths))
-    info = {"utterances": len(lengths), "frames": int(arr.shape[0]), "dim": DIM, "rate_hz": 100,
+    info = {"utterances": len(lengths), "frames": int(arr.shape[0]), "dim": DIM, "rate_hz": FRAME_RATE,
             "range": [start, end]}
     storage.atomic_write_json(stem + "._SUCCESS", info)
     return info

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 import torchaudio.compliance.kaldi as kaldi
 import torchaudio.functional as AF
 
+from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
-SAMPLE_RATE = 16000
 WINDOW = 400          # 25 ms
 HOP = 160             # 10 ms
+FRAME_RATE = SAMPLE_RATE // HOP   # 100 frames (= iteration-1 labels) a second
 N_FFT = 512           # window rounded up to a power of two
 NUM_MEL = 23
 NUM_CEPS = 13

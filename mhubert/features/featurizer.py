@@ -1,61 +1,34 @@
-"""Feature sources for clustering: per-utterance (frames, D) float32 matrices.
+"""The audio-to-features service of the stages: per-utterance (frames, D) float32 matrices.
 
-- ``mfcc``: 39-d Kaldi MFCC + Δ + ΔΔ at 100 Hz (labels at 100 Hz), ``mhubert.features.mfcc_batch``.
-- ``hubert``: layer L of a model at 50 Hz (labels at 50 Hz), ``mhubert.features.ssl.layer_features``,
-  batched with per-utterance lengths (the model masks padding), on CUDA when available.
+(Not to be confused with ``mhubert.model.hubert.FeatureExtractor``, the model's conv stack.)
 
-Audio is read with ``mhubert.audio.load``; ``normalize=None`` picks the recipe's default: raw waveform
-for MFCC (fairseq ``dump_mfcc_feature.py``), layer-normed for hubert (mHuBERT-147 ``normalize: true``).
+- ``mfcc``: 39-d Kaldi MFCC + Δ + ΔΔ (``mhubert.features.mfcc.mfcc_batch``) at
+  ``SAMPLE_RATE / HOP`` frames a second (100 Hz).
+- ``hubert``: layer L of a model (``mhubert.features.ssl.layer_features``) at ``SAMPLE_RATE / conv
+  stride`` frames a second (50 Hz for the base conv stack), batched with per-utterance lengths (the
+  model masks padding), on CUDA when available.
+
+Audio is read with ``mhubert.audio.load``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from mhubert.errors import BadInput
-
-SOURCES = ("mfcc", "hubert")
-MFCC_DIM = 39
-
-
-@dataclass
-class FeatureSpec:
-    """What to extract. ``model`` (URL) and ``layer`` are needed for ``hubert``."""
-
-    source: str = "mfcc"
-    model: str | None = None
-    layer: int = 0
-    normalize: bool | None = None
-    batch_size: int = 16
-    device: str | None = None   # None: cuda when available, else cpu
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise BadInput(f"feature source must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.source == "hubert" and not self.model:
-            raise BadInput("hubert features need --model (a transformers directory or trainer .pt)")
-        if self.batch_size < 1:
-            raise BadInput(f"batch_size must be >= 1, got {self.batch_size}")
-
-    @property
-    def label_rate(self) -> int:
-        """Frames (labels) per second: 100 for MFCC, 50 for hubert."""
-        return 100 if self.source == "mfcc" else 50
-
-    @property
-    def do_normalize(self) -> bool:
-        return (self.source == "hubert") if self.normalize is None else bool(self.normalize)
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "model": self.model, "layer": self.layer,
-                "normalize": self.do_normalize, "label_rate": self.label_rate}
+from mhubert.audio import load
+from mhubert.constants import SAMPLE_RATE
+from mhubert.errors import AudioError, BadInput
+from mhubert.features import mfcc as mfcc_mod
+from mhubert.features.spec import FeatureSpec
+from mhubert.features.ssl import layer_features
+from mhubert.model import load_model
 
 
-class FeatureExtractor:
+class Featurizer:
     """Turns waveforms into per-utterance features for a :class:`FeatureSpec`."""
 
     def __init__(self, spec: FeatureSpec):
@@ -66,8 +39,6 @@ class FeatureExtractor:
         else:
             self.device = torch.device(spec.device)
         if spec.source == "hubert":
-            from mhubert.model import load_model
-
             self.model = load_model(spec.model).to(self.device).eval()
             n_layers = len(self.model.layers)
             if not 0 <= spec.layer <= n_layers:
@@ -76,17 +47,28 @@ class FeatureExtractor:
     @property
     def dim(self) -> int:
         if self.model is None:
-            return MFCC_DIM
+            return mfcc_mod.DIM
         return int(self.model.cfg.embed_dim)
+
+    @property
+    def frame_rate(self) -> int:
+        """Frames (= labels) per second: from the MFCC hop, or the model's conv stride."""
+        if self.model is None:
+            return mfcc_mod.FRAME_RATE
+        return SAMPLE_RATE // int(self.model.cfg.total_stride)
 
     @property
     def bytes_per_frame(self) -> int:
         return 4 * self.dim
 
+    def describe(self) -> dict[str, Any]:
+        """The spec's settings plus what follows from them (dim, label rate), for stage records."""
+        return {**self.spec.to_dict(), "dim": self.dim, "label_rate": self.frame_rate}
+
     def num_frames(self, n_samples: int) -> int:
         """Frames (= labels) for an utterance of ``n_samples`` 16 kHz samples."""
         if self.model is None:
-            return max(0, 1 + (int(n_samples) - 400) // 160)
+            return mfcc_mod.num_frames(int(n_samples))
         return max(0, int(self.model.num_frames(int(n_samples))))
 
     def extract_tensors(self, wavs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -94,11 +76,7 @@ class FeatureExtractor:
         if not wavs:
             return []
         if self.model is None:
-            from mhubert.features import mfcc_batch
-
-            return [f.float() for f in mfcc_batch([w.float().cpu() for w in wavs])]
-        from mhubert.features.ssl import layer_features
-
+            return [f.float() for f in mfcc_mod.mfcc_batch([w.float().cpu() for w in wavs])]
         lengths = torch.tensor([w.numel() for w in wavs], dtype=torch.long)
         batch = torch.zeros(len(wavs), int(lengths.max()))
         for i, w in enumerate(wavs):
@@ -113,16 +91,12 @@ class FeatureExtractor:
                 for t in self.extract_tensors(wavs)]
 
     def load_audio(self, url: str) -> torch.Tensor:
-        from mhubert.audio import load
-
         return load(url, normalize=self.spec.do_normalize)
 
     def iter_manifest(self, manifest, indices: Sequence[int], as_tensors: bool = False
                       ) -> Iterator[tuple[list[int], list]]:
         """Yield ``(indices, features)`` batch by batch over ``indices`` of ``manifest`` (in the given
         order, ``batch_size`` utterances at a time); a bad file raises AudioError naming it."""
-        from mhubert.errors import AudioError
-
         bs = self.spec.batch_size
         for s in range(0, len(indices), bs):
             idx = [int(i) for i in indices[s:s + bs]]
