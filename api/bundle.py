@@ -7,7 +7,7 @@ changes the model under a running request.
 Sources: ``--model`` is a model URI (trainer ``.pt``, transformers directory) or a serving bundle
 (``mhubert.artifacts.ServingBundle``: ``model/``, ``lid/``, ``units/`` and ``registry.json``); explicit
 ``--lid``/``--index`` win over the bundle's. The units record (registry ``units`` or the index's own
-``index.json``/marker: ``features.model``, ``features.layer``, ``dim``) must match the model the
+marker: ``features.model``, ``features.layer``, ``dim``) must match the model the
 units are computed with and ``--units-layer``; a plain index without a record is served with a
 warning.
 """
@@ -128,8 +128,6 @@ def _index_urls(url: str) -> tuple[str, str | None, dict | None]:
     record = None
     if art.is_committed():
         record = dict(art.info)
-    elif storage.exists(art.path("index.json")):
-        record = storage.read_json(art.path("index.json"))
     return art.index_url, art.centroids_url, record
 
 

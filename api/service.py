@@ -227,7 +227,7 @@ class ModelService:
 def _label(bundle: Bundle, feats: Tensor, frames: list[int]) -> list[np.ndarray]:
     """Index labels of each item's valid frames, all frames of the batch in one search."""
     x = torch.cat([feats[i, :n] for i, n in enumerate(frames)]).float().cpu().numpy()
-    ids = bundle.units.index.label(x, exact=bundle.units.exact)
+    ids = bundle.units.index.label(x, method="exact" if bundle.units.exact else "auto")
     return np.split(ids.astype(np.int64), np.cumsum(frames)[:-1])
 
 
