@@ -24,6 +24,7 @@ from kfp import dsl
 
 from mhubert.config import iteration_schedule
 from mhubert.errors import BadInput
+from mhubert.images import cpu_image, gpu_image
 
 S3_ENDPOINT_KEY = {"s3_endpoint": "AWS_ENDPOINT_URL"}  # ConfigMap key -> env
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -98,17 +99,20 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
 
     def pipeline(corpus_uri: str, output_root: str, num_shards: int = 4, preset: str = opt.preset,
                  nodes: int = 1, gpus_per_node: int = 8 if on_cluster else 1,
-                 cpu_image: str = "ghcr.io/mhubert/mhubert-cpu:0.1.0",
-                 gpu_image: str = "ghcr.io/mhubert/mhubert-gpu:0.1.0",
+                 cpu_image: str = cpu_image(),
+                 gpu_image: str = gpu_image(),
                  k_iter1: int = sched[0]["num_clusters"], k_iter2: int = sched[1]["num_clusters"],
                  k_iter3: int = sched[2]["num_clusters"], layer_iter2: int = sched[1]["layer"],
                  layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
                  cluster_overrides: list = [],  # noqa: B006
+                 lid_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
-                 train_timeout_hours: float = 168.0) -> str:
+                 train_timeout_hours: float = 168.0, on_change: str = "stop") -> str:
         def on_k8s(task: dsl.PipelineTask, r: StageResources, name: str) -> dsl.PipelineTask:
             task.set_display_name(name)
+            # stages decide reuse themselves (mhubert.artifacts.decide): a KFP cache hit must not
+            task.set_caching_options(False)
             _resources(task, r)
             if on_cluster:
                 task.set_container_image(cpu_image)
@@ -116,7 +120,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                 kubernetes.use_config_map_as_env(task, DEFAULTS_CONFIGMAP, S3_ENDPOINT_KEY, optional=True)
             return task
 
-        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root), opt.prepare, "prepare")
+        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root, on_change=on_change),
+                      opt.prepare, "prepare")
         manifest = prep.outputs["Output"]
         ks = {1: k_iter1, 2: k_iter2, 3: k_iter3}
         layers = {1: sched[0]["layer"], 2: layer_iter2, 3: layer_iter3}
@@ -129,7 +134,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                                 num_clusters=ks[n], num_shards=num_shards, preset=preset,
                                 model_uri="" if it["features"] == "mfcc" else model_uri,
                                 init_index=init_index if n == first else "",
-                                overrides=cluster_overrides),
+                                overrides=cluster_overrides, on_change=on_change),
                         dataclasses.replace(opt.cluster, gpu=0 if it["features"] == "mfcc" else 1),
                         f"iter{n}-cluster")
             with dsl.ParallelFor(cl.outputs["Output"], parallelism=opt.max_parallel_shards) as item:
@@ -142,14 +147,15 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                               init_from=model_uri if it.get("warm_start") else "",
                               nodes=nodes, gpus_per_node=gpus_per_node, image=gpu_image, s3_secret=s3_secret,
                               timeout_hours=train_timeout_hours,
-                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""),
+                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else "",
+                              on_change=on_change),
                         opt.train, f"iter{n}-train")
             if on_cluster:
                 kubernetes.set_timeout(tr, TRAIN_POD_TIMEOUT_S)
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
                                  model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
                                  preset=preset, init_index=init_index if n == first else "",
-                                 lid_probe=lid_probe),
+                                 lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],

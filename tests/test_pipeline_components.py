@@ -1,15 +1,35 @@
-"""Helpers the components share: CLI failures become one clear error; metrics keep numbers only."""
+"""Helpers the components share: library commands run in-process and fail with one clear line;
+metrics keep numbers only."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from components._common import StageFailed, log_metrics, mhubert
+from components._common import StageBadInput, StageFailed, log_metrics, mhubert
 
 
 def test_cli_failure_names_command_and_reason(tmp_path):
-    with pytest.raises(StageFailed, match=r"mhubert corpus manifest failed \(exit 2\)[\s\S]*not found"):
+    with pytest.raises(StageBadInput, match=r"^mhubert corpus manifest: corpus root not found .*missing$"):
         mhubert("corpus", "manifest", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    # a usage error is one line too, not a SystemExit out of the component
+    with pytest.raises(StageFailed, match=r"bad arguments for `mhubert corpus manifest`"):
+        mhubert("corpus", "manifest", "--nope")
+
+
+def test_commands_run_in_this_process(tmp_path, synth_corpus, monkeypatch):
+    """No second interpreter per stage: subprocess creation is forbidden while a stage runs."""
+    import subprocess
+
+    def no_subprocess(*a, **k):
+        raise AssertionError("a component command started a subprocess")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    assert mhubert("corpus", "manifest", "--root", synth_corpus["root"], "--out", str(tmp_path / "c"),
+                   "--quiet", "--workers", "1") == 0
+    assert (tmp_path / "c" / "manifest.tsv").exists()
+    assert "mhubert.cli" in sys.modules
 
 
 def test_log_metrics_numbers_only(tmp_path):

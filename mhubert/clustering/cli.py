@@ -11,7 +11,6 @@ import json
 
 from mhubert import storage
 from mhubert.clustering import ClusteringConfig
-from mhubert.clustering.features import FeatureSpec
 from mhubert.config import from_preset
 from mhubert.errors import BadInput
 
@@ -31,7 +30,9 @@ def _config(args: argparse.Namespace) -> ClusteringConfig:
     return cfg
 
 
-def _spec(args: argparse.Namespace) -> FeatureSpec:
+def _spec(args: argparse.Namespace):  # -> FeatureSpec (imports torch: not at module level)
+    from mhubert.clustering.features import FeatureSpec
+
     norm = {"auto": None, "true": True, "false": False}[args.normalize]
     return FeatureSpec(source=args.features, model=args.model, layer=args.layer, normalize=norm,
                        batch_size=args.batch_size, device=args.device)
