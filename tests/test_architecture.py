@@ -117,7 +117,8 @@ def _guarded_own_imports(path: Path) -> list[str]:
                     if isinstance(n, (ast.Import, ast.ImportFrom)) and any(
                             x.split(".")[0] in OWN for x in names if x):
                         found.append(f"{path.relative_to(ROOT)}:{n.lineno}")
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "find_spec":
+        func = getattr(node, "func", None)
+        if isinstance(node, ast.Call) and getattr(func, "attr", getattr(func, "id", "")) == "find_spec":
             arg = node.args[0] if node.args else None
             if isinstance(arg, ast.Constant) and str(arg.value).split(".")[0] in OWN:
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
@@ -182,8 +183,8 @@ def test_console_command_help_in_a_fresh_process():
     r = subprocess.run([sys.executable, "-m", "mhubert", "--help"], capture_output=True, text=True,
                        env=_env(), timeout=60)
     assert r.returncode == 0 and "pipeline" in r.stdout and "serve" in r.stdout, (
-        r.stdout + r.stderr + "\n(the shells register `serve`/`pipeline` through the `mhubert.commands` entry "
-        "points: reinstall with `pip install --no-deps --no-build-isolation -e .`)")
+        r.stdout + r.stderr + "\n(the shells register `serve`/`pipeline` through the `mhubert.commands` "
+        "entry points: reinstall with `pip install --no-deps --no-build-isolation -e .`)")
 
 
 def test_unknown_flag_shows_the_subcommand_usage():
