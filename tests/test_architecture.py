@@ -204,3 +204,13 @@ def test_parser_builds_subcommands(cmd):
     for word in cmd:
         p = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
     assert p.prog == "mhubert " + " ".join(cmd)
+
+
+def test_schema_tests_fail_instead_of_skipping_in_ci(tmp_path):
+    """Without the schemas, a schema test fails under .ci/run's flag (locally it skips)."""
+    test = "tests/test_jobs_pytorchjob.py::test_render_validates_against_crd"
+    env = {**_env(), "MHUBERT_SCHEMAS_DIR": str(tmp_path / "absent"), "MHUBERT_REQUIRE_SCHEMAS": "1"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 1 and "must not skip" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
+    assert "export MHUBERT_REQUIRE_SCHEMAS=1" in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,1 @@
+"""Helpers shared by tests (no tests here): imported as ``helpers.<module>`` (tests/ is on sys.path)."""
