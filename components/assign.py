@@ -19,15 +19,15 @@ def assign_shard(item: dict) -> str:
             "--preset", item["preset"], "--quiet"]
     if item.get("model"):
         args += ["--model", item["model"]]
-    if item.get("on_change", "stop") != "stop":
-        args += ["--on-change", item["on_change"]]
+    if item.get("force"):
+        args += ["--force"]
     mhubert(*args)
     return item["labels"]
 
 
 @dsl.component(**COMPONENT_OPTIONS)
 def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Metrics],
-                 sizes: Output[HTML]) -> str:
+                 sizes: Output[HTML], on_change: str = "stop") -> str:
     """Merge the shard labels (``mhubert cluster merge``) into one committed
     :class:`mhubert.artifacts.Labels`, and publish the cluster-size histogram. Returns its URL."""
     import numpy as np
@@ -40,7 +40,8 @@ def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Met
     if len(dirs) != 1:
         raise BadInput(f"shards of one iteration must share a labels directory, got {dirs}")
     art = Labels(dirs[0])
-    mhubert("cluster", "merge", "--labels", art.url, "--num-shards", len(shards), "--quiet")
+    mhubert("cluster", "merge", "--labels", art.url, "--num-shards", len(shards), "--quiet",
+            *(["--force"] if on_change == "force" else []))
     info = figures(art)
     flat, offsets = art.read()
     k = int(info.get("num_clusters") or (int(flat.max()) + 1 if flat.size else 0))

@@ -44,7 +44,7 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
         info = {"reused_index": 1}
     else:
         sets = [a for o in overrides for a in ("--set", o)]
-        decide = [] if on_change == "stop" else ["--on-change", on_change]
+        decide = ["--force"] if on_change == "force" else []  # the clustering stages are not resumable
         budget = ["--budget-gb", memory_budget_gb] if memory_budget_gb > 0 else []
         mhubert("cluster", "sample", "--manifest", manifest_uri, "--out", clustering.url, "--preset", preset,
                 "--num-clusters", num_clusters, "--quiet", *feat, *budget, *sets, *decide)
@@ -56,5 +56,6 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
     write_uri(index, index_uri, iteration=iteration, features=features, layer=layer)
     return [{"manifest": manifest_uri, "index": index_uri, "clustering": clustering.url, "features": features,
              "layer": layer, "model": model_uri, "label_rate": label_rate, "shard": i,
-             "num_shards": num_shards, "labels": it.labels.url, "preset": preset, "on_change": on_change}
+             "num_shards": num_shards, "labels": it.labels.url, "preset": preset,
+             "force": on_change == "force"}
             for i in range(num_shards)]

@@ -50,7 +50,7 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
         head = ev.lid
         lid_dir = head.url
         sets = [a for o in lid_overrides for a in ("--set", o)]
-        force = ["--on-change", "force"] if on_change == "force" else []
+        force = ["--force"] if on_change == "force" else []
         mhubert("lid", "train", "--model", model_uri, "--manifest", manifest_uri, "--out", head.url,
                 "--preset", preset, "--quiet", *sets, *force)
         mhubert("lid", "evaluate", "--model", model_uri, "--lid", head.url, "--manifest", manifest_uri,

@@ -9,18 +9,16 @@ from components import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def prepare(corpus_uri: str, output_root: str, manifest: Output[Dataset], stats: Output[Metrics],
             report: Output[HTML], min_seconds: float = 2.0, max_seconds: float = 30.0,
-            dataset: str = "", on_change: str = "stop") -> str:
-    """Scan ``corpus_uri`` (``<dataset>/<lang>/*`` audio, ``<lang>/*`` with ``dataset``, or a TSV)
-    into ``RunLayout(output_root).corpus``. Returns the manifest URL."""
+            on_change: str = "stop") -> str:
+    """Scan ``corpus_uri`` (``<dataset>/<lang>/*`` audio, or a TSV) into
+    ``RunLayout(output_root).corpus``. Returns the manifest URL."""
     from components._common import json_table, log_metrics, mhubert, png_html, write_uri
     from mhubert.artifacts import RunLayout
 
     corpus = RunLayout(output_root).corpus
     src = ["--tsv", corpus_uri] if corpus_uri.endswith((".tsv", ".txt")) else ["--root", corpus_uri]
-    if dataset:
-        src += ["--dataset", dataset]
-    if on_change != "stop":
-        src += [f"--{on_change}"]
+    if on_change == "force":  # --resume means nothing to a scan: same settings reuse, others stop
+        src += ["--force"]
     mhubert("corpus", "manifest", *src, "--out", corpus.url, "--min-seconds", min_seconds,
             "--max-seconds", max_seconds, "--quiet")
     st = corpus.stats()

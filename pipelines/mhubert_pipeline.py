@@ -141,7 +141,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                 a_res = dataclasses.replace(opt.assign, gpu=0 if it["features"] == "mfcc" else opt.assign.gpu)
                 a = on_k8s(assign_shard(item=item), a_res, f"iter{n}-assign")
                 a.set_retry(opt.shard_retries, backoff_duration="30s")
-            mg = on_k8s(merge_labels(shards=dsl.Collected(a.output)), opt.prepare, f"iter{n}-merge")
+            mg = on_k8s(merge_labels(shards=dsl.Collected(a.output), on_change=on_change), opt.prepare,
+                        f"iter{n}-merge")
             tr = on_k8s(train(manifest_uri=manifest, labels_uri=mg.outputs["Output"], output_root=output_root,
                               iteration=n, preset=preset, launcher=opt.launcher, overrides=train_overrides,
                               init_from=model_uri if it.get("warm_start") else "",

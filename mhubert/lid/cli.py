@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="override a LidTrainConfig field, e.g. --set lid.epochs=100 (or epochs=100)")
     t.add_argument("--on-change", choices=ON_CHANGE, default="stop",
                    help="a committed head made otherwise: stop (default) or force (retrain)")
+    t.add_argument("--force", dest="on_change", action="store_const", const="force",
+                   help="= --on-change force")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
