@@ -11,6 +11,7 @@ The last stage error seen in the log (a component's one-line cause) is kept for 
 
 from __future__ import annotations
 
+import builtins
 import io
 import re
 import sys
@@ -65,8 +66,12 @@ def key_figure(root: str, stage: str, iteration: int | None) -> str:
     run = RunLayout(root)
     try:
         if stage == "prepare":
-            total = run.corpus.stats().get("total", {})
-            return f"{_fmt(total.get('utterances'))} utterances, {_fmt(total.get('hours'))} h"
+            stats = run.corpus.stats()
+            total = stats.get("total", {})
+            hours = float(total.get("hours") or 0.0)
+            audio = f"{hours:,.1f} h" if hours >= 1 else f"{hours * 60:.1f} min"
+            langs = len(stats.get("languages") or {})
+            return f"{_fmt(total.get('utterances'))} utterances, {audio} of audio, {langs} languages"
         if iteration is None:
             if stage == "publish":
                 return f"serving {run.serving.model.url}"
@@ -74,12 +79,23 @@ def key_figure(root: str, stage: str, iteration: int | None) -> str:
         it = run.iteration(iteration)
         if stage == "cluster":
             info = _info(it.clustering.sample)
-            rows = info.get("rows") or info.get("num_rows") or info.get("frames")
-            return f"sample {_fmt(rows)} frames" if rows else ""
+            frames, utts = info.get("num_frames"), info.get("num_utterances")
+            if not frames:
+                return ""
+            text = f"sample of {_fmt(frames)} frames"
+            copies = info.get("num_copies")
+            if utts and copies and copies > utts:  # the budget repeats a small corpus: say so
+                text += f" ({copies / utts:.0f}x repeats of {_fmt(utts)} utterances)"
+            return text
+        if stage == "assign":
+            return ""
         if stage == "merge":
             info = _info(it.labels)
-            parts = [f"{_fmt(info[k])} {k.replace('_', ' ')}" for k in ("frames", "num_clusters")
-                     if k in info]
+            parts = []
+            if "num_frames" in info:
+                parts.append(f"{_fmt(info['num_frames'])} labels at {info.get('label_rate', '?')} Hz")
+            if "num_clusters" in info:
+                parts.append(f"K={info['num_clusters']}")
             return ", ".join(parts)
         if stage == "train":
             info = _info(it.train)
@@ -209,11 +225,23 @@ class QuietRun(io.TextIOBase):
 
     # -- context -----------------------------------------------------------------------------------
     def __enter__(self) -> QuietRun:
+        import logging
+
         self._saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self  # type: ignore[assignment]
+        # kfp.local swaps the root logger's handlers per task and restores the previous ones (also
+        # while parallel shard tasks still log): those must write here too, not to the terminal
+        root = logging.getLogger()
+        self._handlers = root.handlers[:]
+        root.handlers = [logging.StreamHandler(self)]
+        self._print = builtins.print  # kfp.local's indented print is not thread-safe: it can stay
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        import logging
+
+        logging.getLogger().handlers = self._handlers
+        builtins.print = self._print
         sys.stdout, sys.stderr = self._saved
         self._close_bar()
         if self._buf:
