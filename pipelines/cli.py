@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     launcher = "local" if args.local else "pytorchjob"
     opt = _options(args, launcher)
     plan = preflight.check(args, opt)  # every check that can fail, before any stage starts
+    _preview(args, plan, opt)
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": plan.train_overrides,
                                  "cluster_overrides": plan.cluster_overrides,
                                  "lid_overrides": plan.lid_overrides,
@@ -100,6 +101,24 @@ def _run(args: argparse.Namespace) -> int:
         service_account=args.service_account, enable_caching=False)
     print(f"submitted run {run.run_id}")
     return 0
+
+
+def _preview(args: argparse.Namespace, plan: Any, opt: Any) -> None:
+    """The cost preview first (when the corpus is a manifest already), and a large preset on a
+    machine without a GPU only with --yes."""
+    if plan.corpus.endswith((".tsv", ".txt")) and not args.dataset:
+        from pipelines.plan import plan as cost
+        from pipelines.plan import render
+
+        gpus = args.gpus_per_node or 1
+        print(render(cost(plan.corpus, args.preset, args.nodes or 1, gpus, None,
+                          [*args.overrides, *args.train_set], tuple(opt.iterations))), flush=True)
+    if args.local and args.preset == "base" and not args.yes:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadInput("--preset base on a machine without a GPU takes weeks per iteration: pass --yes "
+                           "to run it anyway, or use --preset tiny (see `mhubert plan`)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:

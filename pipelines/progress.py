@@ -122,6 +122,28 @@ def key_figure(root: str, stage: str, iteration: int | None) -> str:
     return ""
 
 
+def _artifact(root: str, stage: str, iteration: int | None) -> Any:
+    run = RunLayout(root)
+    if stage == "prepare":
+        return run.corpus
+    if iteration is None:
+        return None
+    it = run.iteration(iteration)
+    return {"cluster": it.clustering.index, "merge": it.labels, "train": it.train}.get(stage)
+
+
+def reused(root: str, stage: str, iteration: int | None, started: float) -> bool:
+    """Whether the stage kept a result committed before it started (its marker is older)."""
+    import datetime
+
+    art = _artifact(root, stage, iteration)
+    try:
+        created = art.marker(refresh=True).created if art is not None and art.is_committed() else ""
+        return bool(created) and datetime.datetime.fromisoformat(created).timestamp() < started - 1.0
+    except Exception:
+        return False
+
+
 class QuietRun(io.TextIOBase):
     """``with QuietRun(log_path, root, names, totals) as q: pipeline(...)``: the run's output goes to
     ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there)."""
@@ -136,6 +158,7 @@ class QuietRun(io.TextIOBase):
         self.color = bool(getattr(self.term, "isatty", lambda: False)())
         self._buf = ""
         self._started: dict[str, float] = {}
+        self._wall: dict[str, float] = {}
         self._bar: Any = None
         self.cause: str | None = None
         self.bad_input = False
@@ -173,6 +196,7 @@ class QuietRun(io.TextIOBase):
         if m := START.search(line):
             key = m.group(1)
             self._started[key] = time.monotonic()
+            self._wall[key] = time.time()
             stage, n = self._stage(self.names.get(key, key))
             total = self.totals(stage, n) if self.totals else None
             if total and not self.verbose:
@@ -211,14 +235,15 @@ class QuietRun(io.TextIOBase):
         if stage.startswith("for-loop") or stage.startswith("condition"):
             return
         ok = status.upper() == "SUCCESS"
-        figure = key_figure(self.root, stage, n) if ok else "FAILED"
+        figure = key_figure(self.root, stage, n) if ok else ""
+        if ok and reused(self.root, stage, n, self._wall.pop(key, time.time())):
+            figure = "reused" + (f", {figure}" if figure else "")
         if self.color:
             mark = "\x1b[32m✓\x1b[0m" if ok else "\x1b[31m✗\x1b[0m"
         else:
             mark = "ok" if ok else "FAILED"
         if not ok:
             self.failed = self._label(stage, n)
-            figure = ""
         self.tasks += 1
         self.term.write(f"{mark:>2} {self._label(stage, n):<16} {secs:7.1f} s  {figure}\n")
         self.term.flush()
