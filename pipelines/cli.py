@@ -65,6 +65,11 @@ def _run(args: argparse.Namespace) -> int:
     opt = _options(args, launcher)
     plan = preflight.check(args, opt)  # every check that can fail, before any stage starts
     _preview(args, plan, opt)
+    if args.dry_run:
+        sets = " ".join(plan.train_overrides + plan.cluster_overrides + plan.lid_overrides) or "none"
+        print(f"checked: preset {args.preset}, iterations {','.join(map(str, opt.iterations))}, corpus "
+              f"{plan.corpus}, overrides {sets}; nothing was run (--dry-run)")
+        return 0
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": plan.train_overrides,
                                  "cluster_overrides": plan.cluster_overrides,
                                  "lid_overrides": plan.lid_overrides,
@@ -157,6 +162,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
                    "(default <root>/_kfp for local roots, else build/kfp-local)")
     r.add_argument("-v", "--verbose", action="store_true",
                    help="show kfp's full output, not one line per task")
+    r.add_argument("--dry-run", action="store_true", help="check everything (seconds), run nothing")
     r.add_argument("--yes", action="store_true", help="run a large preset on a machine without a GPU anyway")
     r.add_argument("--namespace", default=None, help="KFP namespace (with --host)")
     r.add_argument("--experiment", default="mhubert", help="KFP experiment (with --host)")
