@@ -104,3 +104,10 @@ def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert "max_update" in err[-1] and "--resume" in err[-1] and "--force" in err[-1], err
     assert "Traceback" not in "\n".join(err)
+    # --resume: training continues from its checkpoint to the new number of updates; the stages
+    # before it, whose settings did not change, are reused
+    assert main([*cmd, "--set", "train.max_update=6", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ok iter1 cluster\s+\d+\.\d s  reused", out, re.M), out
+    assert run.iteration(1).train.info["step"] == 6
+    assert transformers.HubertModel.from_pretrained(run.serving.model.url).config.num_hidden_layers > 0
