@@ -170,7 +170,7 @@ class QuietRun(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        self.log.write(s)
+        self.log.write(ANSI.sub("", s))  # kfp colours its lines: none in the file
         if self.verbose:
             self.term.write(s)
         self._buf += s
