@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from mhubert import storage
 from mhubert.artifacts import RunLayout
 from mhubert.cli import main as mhubert
+from pipelines.cli import parse_iterations
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     root = os.path.abspath(args.root)
     corpus = os.path.join(root, "corpus-audio")
     run_root = os.path.join(root, "run")
-    run = RunLayout(run_root)
+    layout = RunLayout(run_root)
 
     if not storage.is_committed(corpus):
         _step("corpus", "synth", "--out", corpus, "--utterances", str(args.utterances))
@@ -103,13 +104,13 @@ def run(args: argparse.Namespace) -> int:
           "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []))
     t_pipeline = time.monotonic() - t0
 
-    registry = run.serving.registry()
-    iterations = [int(x) for x in args.iterations.split(",")]
+    registry = layout.serving.registry()
+    iterations = list(parse_iterations(args.iterations))
     print("\n=== language information in each iteration's labels ===")
     print("  PNMI: frame-level I(language; unit) / H(language) on the clustering sample.")
     print("  unit LID: language told from an utterance's units alone (bag of units + logistic regression),")
     print("  trained on one dataset (voices, recording conditions) and tested on the other.")
-    rows = _quality_table(run, iterations)
+    rows = _quality_table(layout, iterations)
     nan = float("nan")
     for n, q in rows:
         lang, ulid = q.get("language") or {}, q.get("unit_lid") or {}
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
             u0 = (base.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
             u = (q.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
             print(f"  iteration {n} vs MFCC labels: PNMI x{p:.2f}, unit LID across datasets x{u / u0:.2f}")
-    lid_metrics = storage.join(run.iteration(iterations[-1]).eval.lid_eval_url, "metrics.json")
+    lid_metrics = storage.join(layout.iteration(iterations[-1]).eval.lid_eval_url, "metrics.json")
     if storage.exists(lid_metrics):
         m = storage.read_json(lid_metrics)
         n_lang = len(m.get("per_language") or m.get("labels") or [None])
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, proc)
-            man = run.corpus.read_manifest()
+            man = layout.corpus.read_manifest()
             wav_url = man.url_of(len(man) - 1)
             audio = storage.read_bytes(wav_url)
             print(f"\n$ curl -F file=@{wav_url} '{url}/v1/embeddings?pooling=mean'")
@@ -163,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
     print("\n=== where things are ===")
     print(f"  corpus audio      : {corpus}")
-    print(f"  manifest + stats  : {run.corpus.url}")
+    print(f"  manifest + stats  : {layout.corpus.url}")
     for n in iterations:
-        print(f"  iteration {n}       : {run.iteration(n).url}  (clustering/ labels/ train/ eval/)")
+        print(f"  iteration {n}       : {layout.iteration(n).url}  (clustering/ labels/ train/ eval/)")
     print(f"  served model      : {registry['model']}")
     print(f"  LID head          : {registry.get('lid')}")
     print(f"\npipeline took {t_pipeline / 60:.1f} min; demo total {(time.monotonic() - t0) / 60:.1f} min")
