@@ -48,3 +48,17 @@ def test_log_metrics_numbers_only(tmp_path):
     assert m.metadata == {"a": 1.0, "b": 2.5, "e": 1.0}
     # the file lets kfp.local's cache find the artifact
     assert json.loads(open(m.path).read()) == m.metadata
+
+
+def test_torchrun_failure_is_the_trainers_own_line(tmp_path):
+    """A training that rejects its input under torchrun: the trainer's one-line error and a bad-input
+    failure, not torchrun's ChildFailedError and its exit 1."""
+    from components._common import torchrun
+
+    args = ["--preset", "tiny", "--manifest", str(tmp_path / "missing.tsv"), "--labels", str(tmp_path / "l"),
+            "--out", str(tmp_path / "train")]
+    with pytest.raises(StageBadInput) as e:
+        torchrun(args, nproc=1, what="iter1 train")
+    msg = str(e.value)
+    assert msg.startswith("iter1 train: ") and str(tmp_path) in msg and "\n" not in msg, msg
+    assert "ChildFailedError" not in msg and "Traceback" not in msg
