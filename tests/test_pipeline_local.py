@@ -49,9 +49,12 @@ def test_run_rejects_bad_shards(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # three pipeline invocations (the 2nd stops before work): ~4 min on idle 2 cores
 def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     """The whole pipeline once (the suite's only full run): quiet output, results where RunLayout
-    says, a served model stock transformers loads; then the same command again reuses every stage."""
+    says, a served model stock transformers loads. Then the stale-result rule: more updates on the
+    same root stop before any work naming the setting; with --resume the model gets the new number of
+    updates while every stage whose settings did not change is reused, with its line saying so."""
     import re
 
     import transformers
@@ -94,20 +97,22 @@ def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     assert run.iteration(1).train.info["step"] == 4
     # the pseudo-label quality report is in the iteration's evaluation
     assert run.iteration(1).eval.read_json("quality.json")["num_clusters"] > 0
-    # the same command again: every stage reuses its committed result (KFP's cache is off)
-    marker = run.iteration(1).train.marker_url
-    before = open(marker).read()
-    assert main(cmd) == 0
-    assert open(marker).read() == before
+    markers = {name: open(art.marker_url).read() for name, art in
+               (("corpus", run.corpus), ("index", run.iteration(1).clustering.index),
+                ("labels", run.iteration(1).labels))}
     # more updates on the same root: stops before any work, naming the setting and the choices
     assert main([*cmd, "--set", "train.max_update=6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "max_update" in err[-1] and "--resume" in err[-1] and "--force" in err[-1], err
     assert "Traceback" not in "\n".join(err)
     # --resume: training continues from its checkpoint to the new number of updates; the stages
-    # before it, whose settings did not change, are reused
+    # before it, whose settings did not change, are reused, each saying so (KFP's cache is off)
     assert main([*cmd, "--set", "train.max_update=6", "--resume"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^ok iter1 cluster\s+\d+\.\d s  reused", out, re.M), out
+    for stage in ("prepare", "iter1 cluster", "iter1 merge"):
+        assert re.search(rf"^ok {stage}\s+\d+\.\d s  reused", out, re.M), (stage, out)
+    assert {name: open(art.marker_url).read() for name, art in
+            (("corpus", run.corpus), ("index", run.iteration(1).clustering.index),
+             ("labels", run.iteration(1).labels))} == markers
     assert run.iteration(1).train.info["step"] == 6
     assert transformers.HubertModel.from_pretrained(run.serving.model.url).config.num_hidden_layers > 0
