@@ -157,8 +157,8 @@ class QuietRun(io.TextIOBase):
         self.term = terminal or sys.__stdout__ or sys.stdout
         self.color = bool(getattr(self.term, "isatty", lambda: False)())
         self._buf = ""
-        self._started: dict[str, float] = {}
-        self._wall: dict[str, float] = {}
+        # ParallelFor runs several tasks of one name at once (the label shards): starts queue up
+        self._started: dict[str, list[tuple[float, float]]] = {}
         self._bar: Any = None
         self.cause: str | None = None
         self.bad_input = False
@@ -195,8 +195,7 @@ class QuietRun(io.TextIOBase):
     def _line(self, line: str) -> None:
         if m := START.search(line):
             key = m.group(1)
-            self._started[key] = time.monotonic()
-            self._wall[key] = time.time()
+            self._started.setdefault(key, []).append((time.monotonic(), time.time()))
             stage, n = self._stage(self.names.get(key, key))
             total = self.totals(stage, n) if self.totals else None
             if total and not self.verbose:
@@ -230,13 +229,15 @@ class QuietRun(io.TextIOBase):
 
     def _end(self, key: str, status: str) -> None:
         self._close_bar()
-        secs = time.monotonic() - self._started.pop(key, time.monotonic())
+        queue = self._started.get(key) or [(time.monotonic(), time.time())]
+        t0, wall0 = queue.pop(0)
+        secs = max(0.0, time.monotonic() - t0)
         stage, n = self._stage(self.names.get(key, key))
         if stage.startswith("for-loop") or stage.startswith("condition"):
             return
         ok = status.upper() == "SUCCESS"
         figure = key_figure(self.root, stage, n) if ok else ""
-        if ok and reused(self.root, stage, n, self._wall.pop(key, time.time())):
+        if ok and reused(self.root, stage, n, wall0):
             figure = "reused" + (f", {figure}" if figure else "")
         if self.color:
             mark = "\x1b[32m✓\x1b[0m" if ok else "\x1b[31m✗\x1b[0m"

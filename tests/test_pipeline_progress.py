@@ -61,3 +61,16 @@ def test_training_failure_cause_from_torchrun(tmp_path):
                   terminal=io.StringIO()) as q:
         sys.stdout.write(_kfp("train", "FAILURE", body))
     assert q.cause == "iter1 train: train.max_updates is not an option" and q.bad_input
+
+
+def test_parallel_shards_of_one_name_each_get_their_line(tmp_path):
+    """kfp.local runs a ParallelFor's tasks concurrently under one name: two starts, two ends."""
+    term = io.StringIO()
+    start = f"INFO - Executing task {CYAN}'assign-shard'{RESET}\n"
+    end = f"INFO - Task {CYAN}'assign-shard'{RESET} finished with status {GREEN}SUCCESS{RESET}\n"
+    with QuietRun(str(tmp_path / "run.log"), str(tmp_path), {"assign-shard": "iter1-assign"},
+                  terminal=term) as q:
+        sys.stdout.write(start + start + end + end)
+    lines = term.getvalue().splitlines()
+    assert q.tasks == 2 and len(lines) == 2 and all(x.startswith("ok iter1 assign") for x in lines)
+    assert all(float(x.split()[3]) >= 0 for x in lines), lines
