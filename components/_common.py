@@ -63,6 +63,7 @@ def torchrun(args: Sequence[str], nproc: int, what: str) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
+            sys.stdout.flush()  # line by line: the run's progress bar follows the trainer's lines
             if m := re.search(r"mhubert\.train: error: (.+)$", line):
                 error = m.group(1).strip()
             elif m := re.search(r"exitcode\s*:\s*(-?\d+)", line):
