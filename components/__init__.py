@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 
-from mhubert.images import cpu_image
+from mhubert.images import CPU_IMAGE
 
 TARGET_IMAGE = os.environ.get("MHUBERT_TARGET_IMAGE") or None
 
-COMPONENT_OPTIONS = dict(base_image=cpu_image(), target_image=TARGET_IMAGE, packages_to_install=[],
+COMPONENT_OPTIONS = dict(base_image=CPU_IMAGE, target_image=TARGET_IMAGE, packages_to_install=[],
                          install_kfp_package=False)

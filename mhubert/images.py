@@ -1,34 +1,23 @@
-"""The container images of the platform, named once (the charts' defaults match these).
+"""The container images of the project, named once (images/ and the top-level Dockerfile build them).
 
-``MHUBERT_CPU_IMAGE`` / ``MHUBERT_GPU_IMAGE`` / ``MHUBERT_API_IMAGE`` override them, read when
-called (so a pipeline compiled after setting one uses it).
+Each name can be overridden by its environment variable (read when this module is imported: at
+pipeline compile time for the components and the pipeline's defaults): ``MHUBERT_CPU_IMAGE``
+(CPU stages), ``MHUBERT_GPU_IMAGE`` (stages that request a GPU, and the training jobs),
+``MHUBERT_API_IMAGE`` (the REST service).
 """
 
 from __future__ import annotations
 
 import os
 
-from mhubert import __version__
-
+VERSION = "0.1.0"
 REGISTRY = "ghcr.io/mhubert"
-DEFAULTS = {"cpu": f"{REGISTRY}/mhubert-cpu:{__version__}", "gpu": f"{REGISTRY}/mhubert-gpu:{__version__}",
-            "api": f"{REGISTRY}/mhubert-api:{__version__}"}
+
+CPU_IMAGE = os.environ.get("MHUBERT_CPU_IMAGE") or f"{REGISTRY}/mhubert-cpu:{VERSION}"
+GPU_IMAGE = os.environ.get("MHUBERT_GPU_IMAGE") or f"{REGISTRY}/mhubert-gpu:{VERSION}"
+API_IMAGE = os.environ.get("MHUBERT_API_IMAGE") or f"{REGISTRY}/mhubert-api:{VERSION}"
 
 
-def image(kind: str) -> str:
-    """The image of ``kind`` (``cpu`` | ``gpu`` | ``api``), honouring ``MHUBERT_<KIND>_IMAGE``."""
-    if kind not in DEFAULTS:
-        raise ValueError(f"image kind must be one of {', '.join(DEFAULTS)}, got {kind!r}")
-    return os.environ.get(f"MHUBERT_{kind.upper()}_IMAGE") or DEFAULTS[kind]
-
-
-def cpu_image() -> str:
-    return image("cpu")
-
-
-def gpu_image() -> str:
-    return image("gpu")
-
-
-def api_image() -> str:
-    return image("api")
+def for_resources(gpus: int) -> str:
+    """The image a task with ``gpus`` GPUs runs: the GPU image (CUDA torch, faiss-gpu) when it has one."""
+    return GPU_IMAGE if gpus > 0 else CPU_IMAGE

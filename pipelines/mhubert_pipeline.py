@@ -24,7 +24,7 @@ from kfp import dsl
 
 from mhubert.config import iteration_schedule
 from mhubert.errors import BadInput
-from mhubert.images import cpu_image, gpu_image
+from mhubert.images import CPU_IMAGE, GPU_IMAGE
 
 S3_ENDPOINT_KEY = {"s3_endpoint": "AWS_ENDPOINT_URL"}  # ConfigMap key -> env
 S3_SECRET_KEYS = {"AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY"}
@@ -99,8 +99,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
 
     def pipeline(corpus_uri: str, output_root: str, num_shards: int = 4, preset: str = opt.preset,
                  nodes: int = 1, gpus_per_node: int = 8 if on_cluster else 1,
-                 cpu_image: str = cpu_image(),
-                 gpu_image: str = gpu_image(),
+                 cpu_image: str = CPU_IMAGE,
+                 gpu_image: str = GPU_IMAGE,
                  k_iter1: int = sched[0]["num_clusters"], k_iter2: int = sched[1]["num_clusters"],
                  k_iter3: int = sched[2]["num_clusters"], layer_iter2: int = sched[1]["layer"],
                  layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
