@@ -10,10 +10,10 @@ install:
 	@bash scripts/bootstrap.sh
 
 demo: install
-	$(PY) -m mhubert.demo --root $(DEMO_ROOT)
+	$(PY) -m pipelines.demo --root $(DEMO_ROOT)
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,41 +1,100 @@
-"""Helpers the component bodies import at run time (inside the image / the local venv)."""
+"""Helpers the component bodies import at run time (inside the image / the local venv).
+
+Kept light: importing this module loads neither matplotlib nor torch (a component pays only for
+what its stage uses), and :func:`mhubert` runs a library command in this process, not in a second
+interpreter: a task costs kfp's executor start plus the stage itself.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
 import json
-import subprocess
+import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from mhubert.plotting import figure_png
+from mhubert.artifacts import Artifact
+from mhubert.errors import BadInput, MhubertError
 
 
 class StageFailed(RuntimeError):
-    """A library command exited non-zero; the message holds its last output lines."""
+    """A library command failed; the message is its one-line cause."""
 
 
-def mhubert(*args: object, env: dict[str, str] | None = None) -> str:
-    """Run ``python -m mhubert ARGS`` (the same CLI users run) and return its output.
+class StageBadInput(StageFailed):
+    """A library command rejected its input (``mhubert.errors.BadInput``, exit code 2 at the CLI)."""
 
-    Output streams to the task log as it comes; a failure raises :class:`StageFailed` naming the
-    command, with the last lines of its output.
-    """
-    cmd = [sys.executable, "-m", "mhubert", *[str(a) for a in args]]
+
+def mhubert(*args: object) -> int:
+    """Run ``mhubert ARGS`` (the same command users run, :func:`mhubert.cli.dispatch`) in this
+    process. A failure raises :class:`StageFailed` whose message names the command and its one-line
+    cause (what a pipeline run shows as its last line)."""
+    from mhubert.cli import dispatch
+
+    argv = [str(a) for a in args]
+    print("+ mhubert", " ".join(argv), flush=True)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        rc = dispatch(argv)
+    except (MhubertError, FileNotFoundError, PermissionError, IsADirectoryError) as e:
+        raise StageBadInput(f"mhubert {' '.join(argv[:2])}: {e}") from None
+    finally:
+        sys.stdout.flush()
+    if rc:
+        raise StageFailed(f"mhubert {' '.join(argv[:2])} failed (exit {rc})")
+    return rc
+
+
+def torchrun(args: Sequence[str], nproc: int, what: str) -> None:
+    """``python -m torch.distributed.run ... -m mhubert.train ARGS`` here, its output streamed to the
+    task log; a failure raises with the trainer's own one-line error (rank 0's ``error:`` line) and
+    its real exit code, not torchrun's wrapper exception."""
+    import re
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           "--nproc_per_node", str(nproc), "-m", "mhubert.train", *[str(a) for a in args]]
     print("+", " ".join(cmd), flush=True)
-    lines: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+    error, exitcode, last_exc = None, None, None
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             sys.stdout.write(line)
-            lines.append(line)
+            sys.stdout.flush()  # line by line: the run's progress bar follows the trainer's lines
+            if m := re.search(r"mhubert\.train: error: (.+)$", line):
+                error = m.group(1).strip()
+            elif m := re.search(r"exitcode\s*:\s*(-?\d+)", line):
+                exitcode = int(m.group(1))
+            elif m := re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)): (.+)$", line.strip()):
+                if m.group(1) not in ("ChildFailedError",):
+                    last_exc = f"{m.group(1)}: {m.group(2)}"
         rc = proc.wait()
     sys.stdout.flush()
-    if rc != 0:
-        tail = "".join(lines[-15:]).strip()
-        raise StageFailed(f"mhubert {' '.join(map(str, args[:2]))} failed (exit {rc}):\n{tail}")
-    return "".join(lines)
+    if rc == 0:
+        return
+    if error is not None or exitcode == 2:
+        raise StageBadInput(f"{what}: {error or 'bad input (exit 2)'}")
+    raise StageFailed(f"{what}: training exited with code {exitcode if exitcode is not None else rc}"
+                      + (f" ({last_exc})" if last_exc else ""))
+
+
+def figures(art: Artifact) -> dict[str, Any]:
+    """The stage figures a committed artifact's marker records (``{}`` when it is not committed).
+
+    Transitional: a marker of the older free-form ``_SUCCESS`` format (written by a stage not yet
+    on :mod:`mhubert.artifacts`) is read as its figures."""
+    if not art.is_committed():
+        return {}
+    try:
+        return dict(art.info)
+    except BadInput:
+        from mhubert import storage
+
+        legacy = storage.read_json(art.marker_url)
+        return dict(legacy) if isinstance(legacy, dict) else {}
 
 
 def png_html(title: str, png: bytes, extra: str = "") -> str:
@@ -54,6 +113,8 @@ def json_table(obj: dict) -> str:
 def histogram_png(values: Sequence[float], title: str, xlabel: str, ylabel: str) -> bytes:
     """A bar chart of ``values`` by index, sorted descending (cluster sizes)."""
     import matplotlib.pyplot as plt
+
+    from mhubert.plotting import figure_png  # selects the headless backend first
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     vals = sorted(values, reverse=True)
@@ -84,3 +145,10 @@ def write_artifact_json(artifact) -> None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump(artifact.metadata, f)
+
+
+def write_uri(artifact, uri: str, **metadata: Any) -> None:
+    """Point a KFP output artifact at a URL of the run (its file holds the URL)."""
+    artifact.metadata.update({"uri": uri, **metadata})
+    with open(artifact.path, "w") as f:
+        f.write(uri + "\n")

@@ -8,38 +8,42 @@ from components import COMPONENT_OPTIONS
 
 @dsl.component(**COMPONENT_OPTIONS)
 def assign_shard(item: dict) -> str:
-    """Write the labels of shard ``item["shard"]`` of ``item["num_shards"]`` (idempotent: a shard
-    already written is kept). ``item`` is one entry of :func:`components.cluster.cluster`'s shards.
-    Returns the labels directory URL."""
+    """Write the labels of shard ``item["shard"]`` of ``item["num_shards"]`` (a shard already written
+    from the same index is kept). ``item`` is one entry of :func:`components.cluster.cluster`'s
+    shards. Returns the labels directory URL."""
     from components._common import mhubert
 
-    shard, n = int(item["shard"]), int(item["num_shards"])
     args = ["cluster", "assign", "--manifest", item["manifest"], "--index", item["index"],
             "--labels", item["labels"], "--features", item["features"], "--layer", int(item["layer"]),
-            "--shard", shard, "--num-shards", n, "--preset", item["preset"], "--quiet"]
+            "--shard", int(item["shard"]), "--num-shards", int(item["num_shards"]),
+            "--preset", item["preset"], "--quiet"]
     if item.get("model"):
         args += ["--model", item["model"]]
+    if item.get("force"):
+        args += ["--force"]
     mhubert(*args)
     return item["labels"]
 
 
 @dsl.component(**COMPONENT_OPTIONS)
 def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Metrics],
-                 sizes: Output[HTML]) -> str:
-    """Merge the shard labels (``mhubert cluster merge``) into ``labels.npy``/``offsets.npy`` and
-    ``_SUCCESS``, and publish the cluster-size histogram. Returns the labels directory URL."""
+                 sizes: Output[HTML], on_change: str = "stop") -> str:
+    """Merge the shard labels (``mhubert cluster merge``) into one committed
+    :class:`mhubert.artifacts.Labels`, and publish the cluster-size histogram. Returns its URL."""
     import numpy as np
 
-    from components._common import histogram_png, log_metrics, mhubert, png_html
+    from components._common import figures, histogram_png, log_metrics, mhubert, png_html, write_uri
     from mhubert.artifacts import Labels
+    from mhubert.errors import BadInput
 
     dirs = sorted(set(shards))
     if len(dirs) != 1:
-        raise ValueError(f"shards of one iteration must share a labels directory, got {dirs}")
-    url = dirs[0]
-    mhubert("cluster", "merge", "--labels", url, "--num-shards", len(shards))  # no-op once committed
-    info = Labels(url).info
-    flat, offsets = Labels(url).read()
+        raise BadInput(f"shards of one iteration must share a labels directory, got {dirs}")
+    art = Labels(dirs[0])
+    mhubert("cluster", "merge", "--labels", art.url, "--num-shards", len(shards), "--quiet",
+            *(["--force"] if on_change == "force" else []))
+    info = figures(art)
+    flat, offsets = art.read()
     k = int(info.get("num_clusters") or (int(flat.max()) + 1 if flat.size else 0))
     counts = np.bincount(flat.astype(np.int64), minlength=k)
     p = counts[counts > 0] / max(1, counts.sum())
@@ -47,11 +51,8 @@ def merge_labels(shards: list[str], labels: Output[Dataset], metrics: Output[Met
                           "used_clusters": int((counts > 0).sum()),
                           "cluster_entropy_bits": float(-(p * np.log2(p)).sum()),
                           "label_rate": info.get("label_rate")})
-    labels.metadata.update({"uri": url, **{k2: v for k2, v in info.items()
-                                           if isinstance(v, (int, float, str))}})
-    with open(labels.path, "w") as f:
-        f.write(url + "\n")
+    write_uri(labels, art.url, **{k2: v for k2, v in info.items() if isinstance(v, (int, float, str))})
     png = histogram_png(counts.tolist(), f"Cluster sizes (K={k})", "cluster (sorted)", "frames")
     with open(sizes.path, "w") as f:
         f.write(png_html("Cluster sizes", png))
-    return url
+    return art.url

@@ -1,4 +1,5 @@
-"""Stage 5: pseudo-label quality (``mhubert cluster report``) and the LID probe (``mhubert lid``)."""
+"""Stage 5: pseudo-label quality (:func:`mhubert.clustering.quality.report`) and the LID probe
+(``mhubert lid train | evaluate``), into the iteration's :class:`mhubert.artifacts.EvalReport`."""
 
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Output
@@ -10,60 +11,62 @@ from components import COMPONENT_OPTIONS
 def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: str, iteration: int,
              preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
              confusion: Output[ClassificationMetrics], report: Output[HTML], init_index: str = "",
-             lid_probe: bool = True) -> str:
-    """Score the iteration: the k-means quality report of ``mhubert cluster report`` (agreement
-    with exact k-means, PNMI/purity against languages, unit-LID accuracy of the labels, cluster
-    sizes) of the index in
-    ``<output_root>/iter<N>/clustering`` (or ``init_index`` when the iteration reused one), and,
-    when ``lid_probe`` and the LID module are available, a LID head trained on the frozen model
-    under ``<output_root>/iter<N>/eval`` with its held-out accuracy and confusion matrix.
-    Returns the LID head URL ("" without a probe)."""
-    import importlib.util
+             lid_probe: bool = True,
+             lid_overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
+             on_change: str = "stop") -> str:
+    """Score the iteration into ``RunLayout(output_root).iteration(N).eval``: the k-means quality
+    report (agreement with exact k-means, PNMI/purity against languages, unit-LID accuracy of the
+    labels, cluster sizes) of the iteration's index (or ``init_index``, which has no sample here to
+    score), and, with ``lid_probe``, a LID head trained on the frozen model (``eval/lid``) with its
+    held-out accuracy and confusion matrix (``eval/lid-eval``). Returns the LID head URL ("" without
+    a probe)."""
+    from components._common import figures, json_table, log_metrics, mhubert, png_html, write_artifact_json
+    from mhubert.artifacts import RunLayout
 
-    from components._common import json_table, log_metrics, mhubert, png_html, write_artifact_json
-    from mhubert import storage
-
-    out = storage.join(output_root, f"iter{iteration}", "eval")
-    cdir = storage.join(output_root, f"iter{iteration}", "clustering")
-    index_uri = init_index or storage.join(cdir, "index.faiss")
+    it = RunLayout(output_root).iteration(iteration)
+    ev, sample = it.eval, it.clustering.sample
+    index_uri = init_index or it.clustering.index.index_url
     page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
-    if storage.is_committed(storage.join(cdir, "sample")):
-        qjson = storage.join(cdir, "quality.json")
-        if not storage.exists(qjson):
-            mhubert("cluster", "report", "--out", cdir, "--manifest", manifest_uri, "--index", index_uri,
-                    "--labels", labels_uri)
-        q = storage.read_json(qjson)
+    if sample.is_committed() and not init_index:
+        from mhubert.clustering.quality import report as quality_report
+
+        q = quality_report(ev.url, index_uri, sample.url, manifest_uri, labels=labels_uri)
         flat = {k: v for k, v in q.items() if not isinstance(v, dict)}
         flat.update({f"language_{k}": v for k, v in (q.get("language") or {}).items()})
         flat.update({f"reference_{k}": v for k, v in (q.get("reference") or {}).items()})
         flat.update({f"unit_lid_{k}": v for k, v in (q.get("unit_lid") or {}).items() if v is not None})
         log_metrics(quality, flat)
         page += json_table(flat)
-        sizes_png = storage.join(cdir, "cluster_sizes.png")
-        if storage.exists(sizes_png):
-            page += png_html("Cluster sizes (clustering sample)", storage.read_bytes(sizes_png))
+        try:
+            page += png_html("Cluster sizes (clustering sample)", ev.read_bytes(ev.SIZES_PLOT))
+        except Exception:  # noqa: BLE001 (a report without its plot is still a report)
+            pass
     else:  # a reused index has no sample here to score
-        info = storage.read_json(storage.join(labels_uri, storage.SUCCESS))
+        info = figures(it.labels)
         log_metrics(quality, info)
         page += f"<p>index reused ({index_uri}): no clustering sample to score</p>{json_table(info)}"
     lid_dir = ""
-    if lid_probe and importlib.util.find_spec("mhubert.lid.train") is not None:
-        lid_dir = storage.join(out, "lid")
-        lid_eval = storage.join(out, "lid-eval")
-        if not storage.exists(storage.join(lid_dir, "head.pt")):
-            mhubert("lid", "train", "--model", model_uri, "--manifest", manifest_uri, "--out", lid_dir,
-                    "--preset", preset)
-        if not storage.exists(storage.join(lid_eval, "metrics.json")):
-            mhubert("lid", "evaluate", "--model", model_uri, "--lid", lid_dir, "--manifest", manifest_uri,
-                    "--out", lid_eval, "--split", "valid")
-        m = storage.read_json(storage.join(lid_eval, "metrics.json"))
+    if lid_probe:
+        head = ev.lid
+        lid_dir = head.url
+        sets = [a for o in lid_overrides for a in ("--set", o)]
+        force = ["--force"] if on_change == "force" else []
+        mhubert("lid", "train", "--model", model_uri, "--manifest", manifest_uri, "--out", head.url,
+                "--preset", preset, "--quiet", *sets, *force)
+        mhubert("lid", "evaluate", "--model", model_uri, "--lid", head.url, "--manifest", manifest_uri,
+                "--out", ev.lid_eval_url, "--split", "valid", "--quiet")
+        from mhubert import storage
+
+        m = storage.read_json(storage.join(ev.lid_eval_url, "metrics.json"))
         log_metrics(lid_metrics, {"accuracy": m.get("accuracy"), "macro_f1": m.get("macro_f1"),
                                   "utterances": m.get("num_utterances")})
-        cm = storage.read_json(storage.join(lid_eval, "confusion_matrix.json"))
+        cm = m["confusion"]
         confusion.log_confusion_matrix(list(cm["labels"]), [[int(v) for v in row] for row in cm["matrix"]])
-        png = storage.join(lid_eval, "confusion_matrix.png")
-        if storage.exists(png):
-            page += png_html("LID probe: confusion matrix", storage.read_bytes(png))
+        try:
+            png = storage.read_bytes(storage.join(ev.lid_eval_url, "confusion_matrix.png"))
+            page += png_html("LID probe: confusion matrix", png)
+        except Exception:  # noqa: BLE001
+            pass
     write_artifact_json(lid_metrics)  # also without a probe: every output artifact has a file
     write_artifact_json(confusion)
     with open(report.path, "w") as f:

@@ -107,10 +107,14 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                  layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
                  cluster_overrides: list = [],  # noqa: B006
+                 lid_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
-                 train_timeout_hours: float = 168.0, job_delete_policy: str = "on-success") -> str:
+                 train_timeout_hours: float = 168.0, job_delete_policy: str = "on-success",
+                 on_change: str = "stop") -> str:
         def on_k8s(task: dsl.PipelineTask, r: StageResources, name: str) -> dsl.PipelineTask:
             task.set_display_name(name)
+            # stages decide reuse themselves (mhubert.artifacts.decide): a KFP cache hit must not
+            task.set_caching_options(False)
             _resources(task, r)
             if on_cluster:
                 task.set_container_image(gpu_image if r.gpu else cpu_image)
@@ -118,7 +122,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                 kubernetes.use_config_map_as_env(task, DEFAULTS_CONFIGMAP, S3_ENDPOINT_KEY, optional=True)
             return task
 
-        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root), opt.prepare, "prepare")
+        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root, on_change=on_change),
+                      opt.prepare, "prepare")
         manifest = prep.outputs["Output"]
         ks = {1: k_iter1, 2: k_iter2, 3: k_iter3}
         layers = {1: sched[0]["layer"], 2: layer_iter2, 3: layer_iter3}
@@ -131,27 +136,29 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                                 num_clusters=ks[n], num_shards=num_shards, preset=preset,
                                 model_uri="" if it["features"] == "mfcc" else model_uri,
                                 init_index=init_index if n == first else "",
-                                overrides=cluster_overrides),
+                                overrides=cluster_overrides, on_change=on_change),
                         dataclasses.replace(opt.cluster, gpu=0 if it["features"] == "mfcc" else 1),
                         f"iter{n}-cluster")
             with dsl.ParallelFor(cl.outputs["Output"], parallelism=opt.max_parallel_shards) as item:
                 a_res = dataclasses.replace(opt.assign, gpu=0 if it["features"] == "mfcc" else opt.assign.gpu)
                 a = on_k8s(assign_shard(item=item), a_res, f"iter{n}-assign")
                 a.set_retry(opt.shard_retries, backoff_duration="30s")
-            mg = on_k8s(merge_labels(shards=dsl.Collected(a.output)), opt.prepare, f"iter{n}-merge")
+            mg = on_k8s(merge_labels(shards=dsl.Collected(a.output), on_change=on_change), opt.prepare,
+                        f"iter{n}-merge")
             tr = on_k8s(train(manifest_uri=manifest, labels_uri=mg.outputs["Output"], output_root=output_root,
                               iteration=n, preset=preset, launcher=opt.launcher, overrides=train_overrides,
                               init_from=model_uri if it.get("warm_start") else "",
                               nodes=nodes, gpus_per_node=gpus_per_node, image=gpu_image, s3_secret=s3_secret,
                               timeout_hours=train_timeout_hours, delete_policy=job_delete_policy,
-                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else ""),
+                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER if on_cluster else "",
+                              on_change=on_change),
                         opt.train, f"iter{n}-train")
             if on_cluster:
                 kubernetes.set_timeout(tr, TRAIN_POD_TIMEOUT_S)
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
                                  model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
                                  preset=preset, init_index=init_index if n == first else "",
-                                 lid_probe=lid_probe),
+                                 lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_api_support import LID_LABELS, make_assets, tone, wav_bytes
+from helpers.api_assets import LID_LABELS, make_assets, tone, wav_bytes
 
 from api.app import create_app
 from api.routes_v1 import parse_layers

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 import torch
-from test_api_support import make_assets, tone, wav_bytes
+from helpers.api_assets import make_assets, tone, wav_bytes
 
 from api.batching import MicroBatcher, NotReady, QueueFull
 from api.service import Job, ModelService

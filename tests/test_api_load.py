@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import numpy as np
 import pytest
-from test_api_support import make_assets, tone, wav_bytes
+from helpers.api_assets import make_assets, tone, wav_bytes
 
 from api.app import create_app
 from api.background import serve_in_thread

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from helpers.api_assets import make_assets
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode, checks
-from test_api_support import make_assets
 
 from api.app import create_app
 from api.settings import Settings

@@ -23,8 +23,13 @@ LEAVES = [c for c in _leaf_commands(build_parser()) if c]
 
 def test_expected_stages_are_present():
     tops = {c[0] for c in LEAVES}
-    for stage in ("corpus", "cluster", "train", "pipeline", "serve", "lid", "model"):
+    for stage in ("corpus", "cluster", "train", "lid", "model", "job"):
         assert stage in tops, f"`mhubert {stage}` is missing; have {sorted(tops)}"
+    for shell in ("pipeline", "serve", "demo", "plan"):  # registered by the shells (entry points)
+        assert shell in tops, (f"`mhubert {shell}` is missing (have {sorted(tops)}): the shells register it "
+                               "through pyproject's mhubert.commands entry points; reinstall with "
+                               "`pip install --no-deps --no-build-isolation -e .`")
+    assert ("train", "render-job") in LEAVES
 
 
 @pytest.mark.parametrize("cmd", LEAVES, ids=[" ".join(c) for c in LEAVES])

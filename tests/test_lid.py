@@ -11,9 +11,9 @@ import soundfile as sf
 import torch
 
 from mhubert.errors import BadInput
-from mhubert.lid.evaluate import classification_report
-from mhubert.lid.head import LidHead, LidHeadConfig, load_head, mean_pool, save_head
-from mhubert.lid.train import stratified_split
+from mhubert.lid.features import stratified_split
+from mhubert.lid.head import LidClassifier, LidHeadConfig, load_head, mean_pool, save_head
+from mhubert.lid.metrics import classification_report
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_head_equals_transformers_weighted_layer_sum(tiny):
 
     ref = transformers.HubertForSequenceClassification.from_pretrained(
         tiny["hf"], use_weighted_layer_sum=True, classifier_proj_size=64, num_labels=3).eval()
-    head = LidHead(LidHeadConfig(num_layers=4, dim=64, num_classes=3))
+    head = LidClassifier(LidHeadConfig(num_layers=4, dim=64, num_classes=3))
     torch.manual_seed(1)
     with torch.no_grad():
         head.layer_weights.normal_()
@@ -75,7 +75,7 @@ def test_head_equals_transformers_weighted_layer_sum(tiny):
 
 
 def test_uniform_initial_layer_weights():
-    head = LidHead(LidHeadConfig(num_layers=12, dim=8, num_classes=2))
+    head = LidClassifier(LidHeadConfig(num_layers=12, dim=8, num_classes=2))
     torch.testing.assert_close(head.layer_mix(), torch.full((13,), 1 / 13))
 
 
@@ -121,7 +121,7 @@ def test_report_matches_sklearn():
 
 
 def test_save_load_roundtrip_and_errors(tmp_path):
-    head = LidHead(LidHeadConfig(num_layers=2, dim=8, num_classes=2))
+    head = LidClassifier(LidHeadConfig(num_layers=2, dim=8, num_classes=2))
     torch.nn.init.normal_(head.layer_weights)
     save_head(head, ["en", "fr"], str(tmp_path / "lid"))
     loaded, labels = load_head(str(tmp_path / "lid"))
@@ -136,7 +136,7 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         head(torch.randn(3, 2, 8))
 
 
-def test_train_and_evaluate_cli_on_separable_toy(tiny, toy_manifest, tmp_path, monkeypatch):
+def test_train_and_evaluate_cli_on_separable_toy(tiny, toy_manifest, tmp_path, monkeypatch, capsys):
     from sklearn.metrics import f1_score
 
     from mhubert.cli import main
@@ -166,15 +166,27 @@ def test_train_and_evaluate_cli_on_separable_toy(tiny, toy_manifest, tmp_path, m
     with open(os.path.join(ev, "confusion_matrix.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
-    # a second training run reuses the cached features (no extraction)
-    import mhubert.lid.train as lid_train
+    # the head records how its features were pooled
+    head, _ = load_head(out)
+    assert head.extraction == {"max_seconds": 30.0, "normalize_audio": True}
+    # a second training run with the same settings reuses the committed head (no extraction);
+    # with other settings it stops, and with --on-change force retrains from the cached features
+    import mhubert.lid.features as lid_features
 
     def boom(*a, **k):
         raise AssertionError("features were extracted again")
 
-    monkeypatch.setattr(lid_train, "extract_pooled", boom)
+    monkeypatch.setattr(lid_features, "extract_pooled", boom)
+    before = open(os.path.join(out, "_SUCCESS")).read()
     assert main(["lid", "train", "--model", tiny["ckpt"], "--manifest", toy_manifest, "--out", out,
                  "--set", "epochs=150", "--set", "valid_fraction=0.25"]) == 0
+    assert open(os.path.join(out, "_SUCCESS")).read() == before
+    assert main(["lid", "train", "--model", tiny["ckpt"], "--manifest", toy_manifest, "--out", out,
+                 "--set", "lid.epochs=100", "--set", "valid_fraction=0.25"]) == 2
+    assert "lid.epochs: 150 -> 100" in capsys.readouterr().err
+    assert main(["lid", "train", "--model", tiny["ckpt"], "--manifest", toy_manifest, "--out", out,
+                 "--set", "lid.epochs=100", "--set", "valid_fraction=0.25", "--on-change", "force"]) == 0
+    assert open(os.path.join(out, "_SUCCESS")).read() != before
     # held-out evaluation uses the saved split
     monkeypatch.undo()
     assert main(["lid", "evaluate", "--model", tiny["ckpt"], "--lid", out, "--manifest", toy_manifest,

@@ -152,3 +152,16 @@ def test_bad_options(tmp_path, its, launcher):
 def test_cli_bad_iterations(tmp_path, capsys):
     assert main(["pipeline", "compile", "--out", str(tmp_path / "x.yaml"), "--iterations", "1,x"]) == 2
     assert "--iterations" in capsys.readouterr().err
+
+
+def test_no_task_uses_the_kfp_cache(full):
+    """Stages decide reuse themselves (mhubert.artifacts.decide on settings and inputs): a KFP cache
+    hit would skip that decision, so no task of the compiled pipeline may enable it."""
+    spec, _ = full
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    tasks = [t for d in dags for t in d["tasks"].values()]
+    assert len(tasks) > 15
+    enabled = [t["taskInfo"]["name"] for t in tasks if t.get("cachingOptions", {}).get("enableCache")]
+    assert enabled == [], enabled
+    # and the run-time choice for a committed result made otherwise is a pipeline parameter
+    assert spec["root"]["inputDefinitions"]["parameters"]["on_change"]["defaultValue"] == "stop"

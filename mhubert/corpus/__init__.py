@@ -1,5 +1,2 @@
-"""Corpora: the espeak-ng demo corpus (``synth``) and manifests (``manifest``)."""
-
-from mhubert.corpus.manifest import Manifest, ManifestEntry
-
-__all__ = ["Manifest", "ManifestEntry"]
+"""Corpora: the espeak-ng demo corpus (``synth``) and manifests (``manifest``; the manifest type
+itself is :class:`mhubert.artifacts.Manifest`)."""

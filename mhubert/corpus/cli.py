@@ -32,15 +32,13 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from mhubert.corpus.synth import LANGUAGES
-
     corpus = subparsers.add_parser("corpus", help="make the demo corpus; build manifests")
     sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
 
     p = sub.add_parser("synth", help="speak a deterministic multilingual corpus with espeak-ng")
     p.add_argument("--out", required=True, help="corpus root URL (<root>/<dataset>/<lang>/<id>.wav)")
     p.add_argument("--languages", nargs="+", default=None, metavar="LANG",
-                   help=f"languages (default: all of {' '.join(LANGUAGES)})")
+                   help="languages (default: every language of mhubert.corpus.synth.LANGUAGES)")
     p.add_argument("--utterances", type=int, default=25,
                    help="average utterances per (language, dataset); amounts are uneven (default 25)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+ON_CHANGE = ("stop", "resume", "force")  # mhubert.artifacts.ON_CHANGE (kept light: no import here)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("lid", help="language-identification head on a frozen model")
@@ -16,7 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, help="output directory URL (head.pt, labels.json, metrics.json)")
     t.add_argument("--preset", default="base", help="preset name or YAML URL (section 'lid')")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a LidTrainConfig field, e.g. --set epochs=100")
+                   help="override a LidTrainConfig field, e.g. --set lid.epochs=100 (or epochs=100)")
+    t.add_argument("--on-change", choices=ON_CHANGE, default="stop",
+                   help="a committed head made otherwise: stop (default) or force (retrain)")
+    t.add_argument("--force", dest="on_change", action="store_const", const="force",
+                   help="= --on-change force")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="accuracy, per-language F1, confusion matrix (JSON + PNG)")
@@ -26,15 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output directory URL")
     e.add_argument("--split", choices=["all", "valid"], default="all",
                    help="all utterances, or the head's held-out split (same manifest)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_evaluate)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from mhubert.config import from_preset
+    from mhubert.config import load_sections
     from mhubert.lid.train import LidTrainConfig, train_lid
 
-    cfg = from_preset(LidTrainConfig, "lid", args.preset, args.overrides)
-    report = train_lid(args.model, args.manifest, args.out, cfg)
+    cfg = load_sections(args.preset, {"lid": LidTrainConfig}, args.overrides)["lid"]
+    report = train_lid(args.model, args.manifest, args.out, cfg, on_change=args.on_change,
+                       progress=not args.quiet)
     print(json.dumps({k: report[k] for k in ("accuracy", "macro_f1", "split")}))
     return 0
 
@@ -42,6 +51,6 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mhubert.lid.evaluate import evaluate_lid
 
-    report = evaluate_lid(args.model, args.lid, args.manifest, args.out, args.split)
+    report = evaluate_lid(args.model, args.lid, args.manifest, args.out, args.split, progress=not args.quiet)
     print(json.dumps({"accuracy": report["accuracy"], "macro_f1": report["macro_f1"]}))
     return 0

@@ -1,93 +1,25 @@
-"""LID metrics: accuracy, per-language precision/recall/F1, confusion matrix (JSON + PNG).
-
-``confusion_matrix.json`` holds ``{"labels": [...], "matrix": [[...]]}`` (rows = true language,
-columns = predicted), the shape KFP's ``ClassificationMetrics.log_confusion_matrix`` takes.
+"""Evaluate a LID head on a manifest: every utterance, or the head's held-out split.
 
     mhubert lid evaluate --model URI --lid DIR --manifest URL --out DIR [--split valid|all]
+
+Features are pooled with the options stored in the head file (as at training).
 """
 
 from __future__ import annotations
 
-import numpy as np
+import torch
 
-from mhubert import storage
+from mhubert.artifacts import LidHead, Manifest
 from mhubert.errors import BadInput
-from mhubert.plotting import figure_png
-
-METRICS_FILE = "metrics.json"
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
-
-
-def confusion(y_true: list[int], y_pred: list[int], num_classes: int) -> np.ndarray:
-    """(C, C) int64 counts; rows = true class, columns = predicted class."""
-    m = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(m, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return m
-
-
-def classification_report(y_true: list[int], y_pred: list[int], labels: list[str]) -> dict:
-    """Accuracy, macro F1, per-language precision/recall/F1/support and the confusion matrix.
-
-    F1 of a class with no true and no predicted items is 0 (sklearn's ``zero_division=0``).
-    """
-    if len(y_true) != len(y_pred) or not y_true:
-        raise BadInput(f"need equally many true and predicted labels (got {len(y_true)}, {len(y_pred)})")
-    m = confusion(y_true, y_pred, len(labels))
-    tp = np.diag(m).astype(np.float64)
-    support = m.sum(axis=1).astype(np.float64)
-    predicted = m.sum(axis=0).astype(np.float64)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-    per_language = {lab: {"precision": float(precision[i]), "recall": float(recall[i]),
-                          "f1": float(f1[i]), "support": int(support[i])} for i, lab in enumerate(labels)}
-    return {"accuracy": float(tp.sum() / m.sum()), "macro_f1": float(f1.mean()),
-            "num_utterances": len(y_true),
-            "per_language": per_language, "confusion": {"labels": list(labels), "matrix": m.tolist()}}
-
-
-def plot_confusion(matrix: list[list[int]], labels: list[str]) -> bytes:
-    """PNG bytes of a confusion-matrix heat map with counts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    m = np.asarray(matrix)
-    size = max(4.0, 0.5 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(m, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=90)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted language")
-    ax.set_ylabel("true language")
-    if len(labels) <= 30:
-        for i in range(m.shape[0]):
-            for j in range(m.shape[1]):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center",
-                        color="white" if m[i, j] > m.max() / 2 else "black", fontsize=8)
-    ax.set_title("LID confusion matrix")
-    return figure_png(fig)
-
-
-def write_report(report: dict, out_dir: str) -> None:
-    """``metrics.json``, ``confusion_matrix.json`` and ``confusion_matrix.png`` in ``out_dir``."""
-    storage.atomic_write_json(storage.join(out_dir, METRICS_FILE), report)
-    storage.atomic_write_json(storage.join(out_dir, CONFUSION_JSON), report["confusion"])
-    storage.atomic_write(storage.join(out_dir, CONFUSION_PNG),
-                         plot_confusion(report["confusion"]["matrix"], report["confusion"]["labels"]))
+from mhubert.lid.features import SPLIT_FILE, ExtractionOptions, extract_pooled
+from mhubert.lid.head import load_head
+from mhubert.lid.metrics import classification_report, write_report
 
 
 def evaluate_lid(model_uri: str, lid_uri: str, manifest_url: str, out_dir: str, split: str = "all",
-                 batch_size: int = 8) -> dict:
-    """Predict every utterance of the manifest (or the head's held-out split) and write the report."""
-    import torch
-
-    from mhubert.corpus.manifest import Manifest
-    from mhubert.lid.head import load_head
-    from mhubert.lid.train import SPLIT_FILE, LidTrainConfig, extract_pooled
+                 batch_size: int = 8, progress: bool = True) -> dict:
+    """Predict every utterance of the manifest (or the head's held-out split) and write the report
+    (``metrics.json``, ``confusion_matrix.{json,png}``) into ``out_dir``, its marker last."""
     from mhubert.model import load_model
 
     if split not in ("all", "valid"):
@@ -96,22 +28,19 @@ def evaluate_lid(model_uri: str, lid_uri: str, manifest_url: str, out_dir: str, 
     manifest = Manifest.read(manifest_url)
     indices = list(range(len(manifest)))
     if split == "valid":
-        indices = storage.read_json(storage.join(lid_uri, SPLIT_FILE))["valid"]
+        indices = LidHead(lid_uri).read_json(SPLIT_FILE)["valid"]
         if not indices:
             raise BadInput(f"{lid_uri} has an empty held-out split")
     unknown = sorted({manifest[i].lang for i in indices} - set(labels))
     if unknown:
         raise BadInput(f"manifest languages {unknown} are not among the head's labels {labels}")
-    train_cfg = storage.read_json(storage.join(lid_uri, METRICS_FILE)).get("config", {}) \
-        if storage.exists(storage.join(lid_uri, METRICS_FILE)) else {}
-    cfg = LidTrainConfig(batch_size=batch_size, **{k: v for k, v in train_cfg.items()
-                                                   if k in ("max_seconds", "normalize_audio")})
+    opts = ExtractionOptions.from_dict(head.extraction)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    feats = extract_pooled(load_model(model_uri), [manifest.url_of(i) for i in indices], cfg, device)
+    feats = extract_pooled(load_model(model_uri), [manifest.url_of(i) for i in indices], opts, batch_size,
+                           device, progress)
     with torch.no_grad():
         pred = head.to("cpu")(feats).argmax(dim=-1).tolist()
     report = classification_report([labels.index(manifest[i].lang) for i in indices], pred, labels)
     report["split"] = split
     write_report(report, out_dir)
-    storage.write_marker(out_dir, {"model": model_uri, "lid": lid_uri, "manifest": manifest_url})
     return report

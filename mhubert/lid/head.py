@@ -4,22 +4,26 @@ As in transformers' ``HubertForSequenceClassification(use_weighted_layer_sum=Tru
 states of all ``num_layers + 1`` layers are mixed with softmax-normalised learned weights (uniform at
 initialisation). Mean pooling over the valid frames is linear, so it commutes with the weighted sum:
 the head works on per-utterance pooled vectors ``(num_layers + 1, D)``, which are what the trainer
-caches. Saved as ``<dir>/head.pt`` (config + state dict) and ``<dir>/labels.json`` (language codes).
+caches. Saved into a :class:`mhubert.artifacts.LidHead` directory: ``head.pt`` (config, state dict
+and the feature-extraction options the head was trained with) and ``labels.json`` (language codes).
 """
 
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mhubert import storage
+from mhubert.artifacts import LidHead
 from mhubert.errors import BadInput
 
-HEAD_FILE = "head.pt"
-LABELS_FILE = "labels.json"
+HEAD_FILE = LidHead.HEAD
+LABELS_FILE = LidHead.LABELS
 
 
 @dataclass
@@ -40,7 +44,7 @@ def mean_pool(hidden_states: list[Tensor] | tuple[Tensor, ...], frame_lengths: T
     return (h * mask[:, None, :, None]).sum(dim=2) / denom
 
 
-class LidHead(nn.Module):
+class LidClassifier(nn.Module):
     """Logits from pooled layer vectors: ``forward(pooled (B, L+1, D)) -> (B, C)``.
 
     ``mean``/``std`` buffers (L+1, D) standardise the frozen features (set from the training split).
@@ -54,6 +58,7 @@ class LidHead(nn.Module):
         self.classifier = nn.Linear(cfg.dim, cfg.num_classes)
         self.register_buffer("mean", torch.zeros(n, cfg.dim))
         self.register_buffer("std", torch.ones(n, cfg.dim))
+        self.extraction: dict[str, Any] = {}  # how its features were pooled (stored in head.pt)
 
     def layer_mix(self) -> Tensor:
         """The softmax-normalised layer weights (L+1,)."""
@@ -72,30 +77,38 @@ class LidHead(nn.Module):
         return self(mean_pool(hidden_states, frame_lengths))
 
 
-def save_head(head: LidHead, labels: list[str], out_dir: str) -> None:
-    """Write ``head.pt`` and ``labels.json`` into ``out_dir`` (each atomically)."""
+def save_head(head: LidClassifier, labels: list[str], out_dir: str,
+              extraction: dict[str, Any] | None = None) -> LidHead:
+    """Write ``head.pt`` (with the ``extraction`` options) and ``labels.json`` into the LID-head
+    artifact at ``out_dir`` (each atomically); the caller commits it once its other files are in."""
     if len(labels) != head.cfg.num_classes:
         raise BadInput(f"{len(labels)} labels for a head with {head.cfg.num_classes} classes")
+    art = LidHead(out_dir)
     buf = io.BytesIO()
-    torch.save({"config": asdict(head.cfg), "state_dict": head.state_dict()}, buf)
-    storage.atomic_write(storage.join(out_dir, HEAD_FILE), buf.getvalue())
-    storage.atomic_write_json(storage.join(out_dir, LABELS_FILE), list(labels))
+    torch.save({"config": asdict(head.cfg), "state_dict": head.state_dict(),
+                "extraction": dict(extraction if extraction is not None else head.extraction)}, buf)
+    art.write_bytes(HEAD_FILE, buf.getvalue())
+    art.write_text(LABELS_FILE, json.dumps(list(labels)))
+    return art
 
 
-def load_head(url: str, map_location: str | torch.device = "cpu") -> tuple[LidHead, list[str]]:
-    """Read a head saved by :func:`save_head` from directory ``url``; returns (head in eval mode, labels)."""
-    head_url = storage.join(url, HEAD_FILE)
+def load_head(url: str, map_location: str | torch.device = "cpu") -> tuple[LidClassifier, list[str]]:
+    """Read a head saved by :func:`save_head` from directory ``url``; returns (head in eval mode,
+    labels). ``head.extraction`` holds the options its training features were pooled with."""
+    art = LidHead(url)
+    head_url = art.path(HEAD_FILE)
     if not storage.exists(head_url):
         raise BadInput(f"no LID head at {url} (expected {HEAD_FILE} and {LABELS_FILE})")
     try:
-        ckpt = torch.load(io.BytesIO(storage.read_bytes(head_url)), map_location=map_location,
+        ckpt = torch.load(io.BytesIO(art.read_bytes(HEAD_FILE)), map_location=map_location,
                           weights_only=True)
         cfg = LidHeadConfig(**ckpt["config"])
-        head = LidHead(cfg)
+        head = LidClassifier(cfg)
         head.load_state_dict(ckpt["state_dict"])
+        head.extraction = dict(ckpt.get("extraction") or {})
     except (KeyError, TypeError, RuntimeError, EOFError) as e:
         raise BadInput(f"{head_url} is not a LID head checkpoint: {e}") from e
-    labels = storage.read_json(storage.join(url, LABELS_FILE))
+    labels = art.read_json(LABELS_FILE)
     if not isinstance(labels, list) or len(labels) != cfg.num_classes:
         raise BadInput(f"{url}/{LABELS_FILE} must list {cfg.num_classes} language codes")
     return head.eval(), [str(x) for x in labels]

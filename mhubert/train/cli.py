@@ -74,8 +74,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="train, resuming from the latest checkpoint in --out")
     add_run_args(p)
     p.set_defaults(func=_run)
-    try:
-        from mhubert.jobs.cli import add_render_job
-    except ImportError:
-        return
-    add_render_job(sub)
+    # `train render-job` is added by the console command (mhubert.cli), which may import both stages

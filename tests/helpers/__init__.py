@@ -1,1 +1,1 @@
-"""Test helpers (not tests): the fault-injecting S3 proxy."""
+"""Helpers shared by tests (no tests here): imported as ``helpers.<module>`` (tests/ is on sys.path)."""

@@ -7,8 +7,10 @@
    embeddings and once for language identification;
 4. print where everything is, the per-iteration pseudo-label quality and the LID accuracy.
 
-Run: ``python -m mhubert.demo --root demo-output``. Re-running resumes (every stage is idempotent and
-kfp.local caches finished tasks).
+Run: ``python -m pipelines.demo --root demo-output`` (``make demo``, or ``mhubert demo``). The
+terminal shows one line per task (stage, iteration, seconds, its key figure) and a progress bar while
+training; kfp's full log goes to a file under ``<root>/run/_kfp/`` whose path is printed. Re-running
+reuses every stage whose settings did not change.
 """
 
 from __future__ import annotations
@@ -16,21 +18,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 
-from api.background import free_port
 from mhubert import storage
-from mhubert.corpus.manifest import Manifest
+from mhubert.artifacts import RunLayout
+from mhubert.cli import main as mhubert
+from pipelines.cli import parse_iterations
 
 
-def _run(cmd: list[str]) -> None:
-    print("\n$ " + " ".join(cmd), flush=True)
-    r = subprocess.run(cmd)
-    if r.returncode != 0:
-        sys.exit(f"demo: step failed ({r.returncode}): {' '.join(cmd)}")
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _step(*argv: str) -> None:
+    print("\n$ mhubert " + " ".join(argv), flush=True)
+    rc = mhubert(list(argv))
+    if rc != 0:
+        sys.exit(rc)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> None:
@@ -49,44 +59,58 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> N
     sys.exit("demo: the server did not become ready in time")
 
 
-def _quality_table(run_root: str, iterations: Sequence[int]) -> list[tuple[int, dict]]:
+def _quality_table(run: RunLayout, iterations: Sequence[int]) -> list[tuple[int, dict]]:
     rows = []
     for n in iterations:
-        q = storage.join(run_root, f"iter{n}", "clustering", "quality.json")
-        if storage.exists(q):
-            rows.append((n, storage.read_json(q)))
+        ev = run.iteration(n).eval
+        if storage.exists(ev.path(ev.QUALITY)):
+            rows.append((n, ev.read_json(ev.QUALITY)))
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mhubert.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--root", default="demo-output", help="where everything goes (default demo-output)")
     ap.add_argument("--utterances", type=int, default=40, help="utterances per language and dataset")
     ap.add_argument("--iterations", default="1,2,3")
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
-    args = ap.parse_args(argv)
+    ap.add_argument("--force", action="store_true", help="recompute every stage")
 
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="the whole platform on this machine: synthesise, pretrain, serve",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_args(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     root = os.path.abspath(args.root)
     corpus = os.path.join(root, "corpus-audio")
     run_root = os.path.join(root, "run")
-    py = [sys.executable, "-m", "mhubert"]
+    layout = RunLayout(run_root)
 
     if not storage.is_committed(corpus):
-        _run([*py, "corpus", "synth", "--out", corpus, "--utterances", str(args.utterances)])
-    _run([*py, "pipeline", "run", "--local", "--preset", "tiny", "--corpus", corpus, "--root", run_root,
-          "--iterations", args.iterations, "--shards", str(args.shards)])
+        _step("corpus", "synth", "--out", corpus, "--utterances", str(args.utterances))
+    _step("pipeline", "run", "--local", "--preset", "tiny", "--corpus", corpus, "--root", run_root,
+          "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []))
     t_pipeline = time.monotonic() - t0
 
-    registry = storage.read_json(os.path.join(run_root, "serving", "registry.json"))
-    iterations = [int(x) for x in args.iterations.split(",")]
+    registry = layout.serving.registry()
+    iterations = list(parse_iterations(args.iterations))
     print("\n=== language information in each iteration's labels ===")
     print("  PNMI: frame-level I(language; unit) / H(language) on the clustering sample.")
     print("  unit LID: language told from an utterance's units alone (bag of units + logistic regression),")
     print("  trained on one dataset (voices, recording conditions) and tested on the other.")
-    rows = _quality_table(run_root, iterations)
+    rows = _quality_table(layout, iterations)
     nan = float("nan")
     for n, q in rows:
         lang, ulid = q.get("language") or {}, q.get("unit_lid") or {}
@@ -102,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             u0 = (base.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
             u = (q.get("unit_lid") or {}).get("cross_condition_accuracy") or nan
             print(f"  iteration {n} vs MFCC labels: PNMI x{p:.2f}, unit LID across datasets x{u / u0:.2f}")
-    lid_metrics = os.path.join(run_root, f"iter{iterations[-1]}", "eval", "lid-eval", "metrics.json")
-    if os.path.exists(lid_metrics):
+    lid_metrics = storage.join(layout.iteration(iterations[-1]).eval.lid_eval_url, "metrics.json")
+    if storage.exists(lid_metrics):
         m = storage.read_json(lid_metrics)
         n_lang = len(m.get("per_language") or m.get("labels") or [None])
         print(f"\n=== LID head on the final model: held-out accuracy {m.get('accuracy'):.3f} "
@@ -111,7 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.no_serve:
         port = free_port()
-        cmd = [*py, "serve", "--model", registry["model"], "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [sys.executable, "-m", "mhubert", "serve", "--model", registry["model"], "--host", "127.0.0.1",
+               "--port", str(port)]
         if registry.get("lid"):
             cmd += ["--lid", registry["lid"]]
         print("\n$ " + " ".join(cmd), flush=True)
@@ -121,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             url = f"http://127.0.0.1:{port}"
             _wait_ready(url, proc)
-            man = Manifest.read(os.path.join(run_root, "corpus", "manifest.tsv"))
+            man = layout.corpus.read_manifest()
             wav_url = man.url_of(len(man) - 1)
             audio = storage.read_bytes(wav_url)
             print(f"\n$ curl -F file=@{wav_url} '{url}/v1/embeddings?pooling=mean'")
@@ -139,10 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\n=== where things are ===")
     print(f"  corpus audio      : {corpus}")
-    print(f"  manifest + stats  : {os.path.join(run_root, 'corpus')}")
+    print(f"  manifest + stats  : {layout.corpus.url}")
     for n in iterations:
-        it_dir = os.path.join(run_root, f"iter{n}")
-        print(f"  iteration {n}       : {it_dir}  (clustering/ labels/ train/ eval/)")
+        print(f"  iteration {n}       : {layout.iteration(n).url}  (clustering/ labels/ train/ eval/)")
     print(f"  served model      : {registry['model']}")
     print(f"  LID head          : {registry.get('lid')}")
     print(f"\npipeline took {t_pipeline / 60:.1f} min; demo total {(time.monotonic() - t0) / 60:.1f} min")

@@ -1,4 +1,4 @@
-"""Helpers shared by the API tests (no tests here): tiny model assets and audio encoders."""
+"""Helpers shared by the API tests: tiny model assets and audio encoders."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ LID_LABELS = ["en", "fr", "sw"]
 
 def make_assets(root: str, seed: int = 0) -> dict[str, str]:
     """A random tiny encoder saved both ways (trainer .pt, transformers dir) and a random LID head."""
-    from mhubert.lid.head import LidHead, LidHeadConfig, save_head
+    from mhubert.lid.head import LidClassifier, LidHeadConfig, save_head
     from mhubert.model import hubert_tiny, save_hf
     from mhubert.model.convert import save_checkpoint_model
 
@@ -23,8 +23,8 @@ def make_assets(root: str, seed: int = 0) -> dict[str, str]:
     ckpt, hf_dir, lid_dir = (os.path.join(root, x) for x in ("model.pt", "hf", "lid"))
     save_checkpoint_model(model, ckpt)
     save_hf(model, hf_dir)
-    head = LidHead(LidHeadConfig(num_layers=model.cfg.num_layers, dim=model.cfg.embed_dim,
-                                 num_classes=len(LID_LABELS)))
+    head = LidClassifier(LidHeadConfig(num_layers=model.cfg.num_layers, dim=model.cfg.embed_dim,
+                                       num_classes=len(LID_LABELS)))
     torch.nn.init.normal_(head.classifier.weight, std=1.0)
     save_head(head, LID_LABELS, lid_dir)
     return {"ckpt": ckpt, "hf": hf_dir, "lid": lid_dir}
