@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_api_support import make_assets, tone, wav_bytes
+from helpers.api_assets import make_assets, tone, wav_bytes
 
 from api.app import create_app
 from api.settings import Settings
@@ -98,7 +98,7 @@ def test_serve_backends(assets, backend):
 def _standardised_head(assets, root: str) -> str:
     """The test head with non-trivial standardisation: random means, std factoring as a_l * c(d),
     learned-looking layer weights."""
-    from test_api_support import LID_LABELS
+    from helpers.api_assets import LID_LABELS
 
     from mhubert.lid.head import load_head, save_head
 

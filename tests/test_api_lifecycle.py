@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from test_api_support import make_assets, tone, wav_bytes
+from helpers.api_assets import make_assets, tone, wav_bytes
 
 from api.app import create_app
 from api.background import free_port, serve_in_thread

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from test_api_support import LID_LABELS, make_assets, tone, wav_bytes
+from helpers.api_assets import LID_LABELS, make_assets, tone, wav_bytes
 from tritonclient.utils import InferenceServerException
 
 from api.app import create_app

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from test_api_support import make_assets, tone, wav_bytes
+from helpers.api_assets import make_assets, tone, wav_bytes
 
 from api.app import create_app
 from api.service import ModelService, dedup_units

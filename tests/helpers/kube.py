@@ -5,8 +5,6 @@ a TrainJob or PyTorchJob through what Kubeflow Trainer / the Training Operator r
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,34 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers.schemas import schema_file, schemas_dir  # noqa: F401 (re-exported for the kube tests)
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def schemas_dir() -> Path | None:
-    """``$MHUBERT_SCHEMAS``, else ``../shared/schemas`` beside the repository (for a git worktree:
-    beside the main checkout). None when absent."""
-    if os.environ.get("MHUBERT_SCHEMAS"):
-        return Path(os.environ["MHUBERT_SCHEMAS"])
-    candidates = [ROOT.parent / "shared" / "schemas"]
-    try:
-        common = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        if common:
-            candidates.append(Path(common).parent.parent / "shared" / "schemas")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return next((c for c in candidates if c.is_dir()), None)
-
-
-def schema_file(name: str) -> Path:
-    """A file of the schemas folder; skips (fails under ``MHUBERT_REQUIRE_SCHEMAS=1``) when absent."""
-    d = schemas_dir()
-    if d is None or not (d / name).exists():
-        msg = f"../shared/schemas/{name} is absent"
-        if os.environ.get("MHUBERT_REQUIRE_SCHEMAS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return d / name
 
 
 def load_yaml(path: Path) -> Any:
