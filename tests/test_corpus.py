@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import pytest
 import soundfile as sf
 
 from mhubert import storage
+from mhubert.artifacts import Corpus
 from mhubert.cli import main
 from mhubert.corpus.manifest import Manifest, ManifestEntry, build_manifest, read_rejects
+from mhubert.corpus.report import read_utterances
 from mhubert.corpus.synth import synthesize
 from mhubert.errors import BadInput
 
@@ -175,4 +176,11 @@ def test_synth_and_manifest_on_s3(s3_bucket):
     m = Manifest.read(s3_bucket + "/m/manifest.tsv")
     assert m.root == root and set(m.languages) == {"it", "tr"} and set(m.datasets) == {"studio", "field"}
     assert len(m) == len(storage.read_text(root + "/transcripts.tsv").splitlines()) - 1
-    assert json.loads(storage.read_text(s3_bucket + "/m/_SUCCESS"))["utterances"] == len(m)
+    assert Corpus(s3_bucket + "/m").info["utterances"] == len(m)
+    side = read_utterances(s3_bucket + "/m/utterances.tsv")
+    lines = storage.read_text(root + "/transcripts.tsv").splitlines()[1:]
+    spoken = {r.split("\t")[0]: r.split("\t") for r in lines}
+    assert [u["path"] for u in side] == [e.path for e in m]
+    for u in side:  # speaker = the espeak-ng voice, text = the sentence spoken
+        assert (u["speaker"], u["source_lang"], u["text"]) == (spoken[u["path"]][3], spoken[u["path"]][1],
+                                                               spoken[u["path"]][6])

@@ -77,15 +77,14 @@ class LabeledAudio:
         if len(self.offsets) != n + 1:
             raise BadInput(f"{labels_dir} has labels for {len(self.offsets) - 1} utterances, "
                            f"the manifest has {n}")
-        entries = manifest.entries
-        all_len = np.array([e.n_samples for e in entries], dtype=np.int64)
+        all_len = np.asarray(manifest.n_samples, dtype=np.int64)
         n_lab = np.diff(self.offsets)
         gap = np.abs(all_len / cfg.sample_rate - n_lab / self.label_rate)
         bad = np.flatnonzero(gap > LABEL_TOLERANCE_S)
         if len(bad):
             i = int(bad[0])
             raise BadInput(f"audio and labels differ by {gap[i]:.3f} s (> {LABEL_TOLERANCE_S} s) for "
-                           f"{entries[i].path}: {all_len[i]} samples vs {n_lab[i]} labels at "
+                           f"{manifest.path(i)}: {all_len[i]} samples vs {n_lab[i]} labels at "
                            f"{self.label_rate} Hz ({len(bad)} such utterance(s); wrong label_rate?)")
         self.kept = np.flatnonzero(all_len >= cfg.min_sample_size)
         if len(self.kept) == 0:
@@ -94,7 +93,14 @@ class LabeledAudio:
             log.info("kept %d of %d utterances (min_sample_size=%d)", len(self.kept), n,
                      cfg.min_sample_size)
         self.lengths = all_len[self.kept]
-        self.keys = [(entries[i].lang, entries[i].dataset) for i in self.kept]
+        gid, group_keys = manifest.group_ids()
+        self.groups = (gid[self.kept], group_keys)  # what TwoLevelSampler takes, vectorised
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        """(lang, dataset) of every kept utterance."""
+        gid, group_keys = self.groups
+        return [group_keys[g] for g in gid.tolist()]
 
     def __len__(self) -> int:
         return len(self.kept)
@@ -150,7 +156,7 @@ class EpochPlanner:
         from mhubert.data.sampling import TwoLevelSampler
 
         self.data, self.seed, self.rank, self.world_size = data, seed, rank, world_size
-        self.sampler = TwoLevelSampler(data.keys, alpha=data.cfg.alpha, beta=data.cfg.beta, seed=seed)
+        self.sampler = TwoLevelSampler(data.groups, alpha=data.cfg.alpha, beta=data.cfg.beta, seed=seed)
 
     def plan(self, epoch: int) -> list[Batch]:
         cfg = self.data.cfg
