@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import torch
+from helpers.s3proxy import s3_proxy  # noqa: F401  (fixture: fault-injecting proxy in front of moto)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -1,0 +1,1 @@
+"""Test helpers (not tests): the fault-injecting S3 proxy."""
