@@ -62,7 +62,8 @@ def _audio_url(rec, base: str) -> tuple[str | None, str | None]:
     return storage.join(base, path), None  # relative paths: relative to the manifest's folder
 
 
-def _lhotse_row(rec, sups: list, start: float, duration: float, base: str, opts: ReadOptions) -> Row:
+def _lhotse_row(rec, sups: list, spans: list[tuple[float, float]], base: str, opts: ReadOptions) -> Row:
+    """``spans``: (start, duration) in the recording of the cut and of each supervision."""
     url, why = _audio_url(rec, base)
     sup = sups[0] if sups else None
     row = Row(url or f"{rec.id}", (sup.language or "") if sup else "", opts.dataset_or("lhotse"),
@@ -72,9 +73,12 @@ def _lhotse_row(rec, sups: list, start: float, duration: float, base: str, opts:
         return row
     if sup is None:
         row.reject = f"recording {rec.id}: no supervision (its language is unknown)"
-    elif start > SPAN_TOLERANCE_S or duration < rec.duration - SPAN_TOLERANCE_S or len(sups) > 1:
-        row.reject = (f"recording {rec.id}: segment {start:.2f}-{start + duration:.2f} s of a "
-                      f"{rec.duration:.2f} s recording (the manifest holds whole files)")
+    else:
+        for start, duration in spans:
+            if start > SPAN_TOLERANCE_S or duration < rec.duration - SPAN_TOLERANCE_S:
+                row.reject = (f"recording {rec.id}: segment {start:.2f}-{start + duration:.2f} s of a "
+                              f"{rec.duration:.2f} s recording (the manifest holds whole files)")
+                break
     return row
 
 
@@ -100,11 +104,12 @@ def read_lhotse(src: str, opts: ReadOptions) -> Source:
         raise BadInput(f"{src}: no lhotse Recording or Cut manifest found")
     rows = []
     for cut, base in cuts:
-        rows.append(_lhotse_row(cut.recording, list(cut.supervisions), cut.start, cut.duration, base, opts))
+        ss = list(cut.supervisions)
+        spans = [(cut.start, cut.duration)] + [(cut.start + s.start, s.duration) for s in ss]
+        rows.append(_lhotse_row(cut.recording, ss, spans, base, opts))
     for rid, (rec, base) in recs.items():
         ss = sorted(sups.get(rid, []), key=lambda s: s.start)
-        start = ss[0].start if ss else 0.0
-        rows.append(_lhotse_row(rec, ss, start, ss[0].duration if ss else rec.duration, base, opts))
+        rows.append(_lhotse_row(rec, ss, [(s.start, s.duration) for s in ss], base, opts))
     return Source("", [r for r in rows if r.reject or opts.wants(r.source_lang)])
 
 

@@ -43,8 +43,7 @@ def read_dir(src: str, opts: ReadOptions) -> Source:
     for rel in found:
         lang, dataset = lang_dataset_from_path(rel)
         u = side.get(rel, {})
-        if opts.wants(lang):
-            rows.append(Row(rel, lang, opts.dataset_or(dataset), u.get("speaker", ""), u.get("text", "")))
+        rows.append(Row(rel, lang, opts.dataset_or(dataset), u.get("speaker", ""), u.get("text", "")))
     rows += [Row(rel, "", "", reject=why) for rel, why in skipped]
     if not found:
         raise BadInput(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found under {src} "
@@ -57,5 +56,5 @@ def read_tsv_manifest(src: str, opts: ReadOptions) -> Source:
     m = Manifest.read(src)
     if not len(m):
         raise BadInput(f"{src}: the manifest lists no utterances")
-    rows = [Row(e.path, e.lang, opts.dataset_or(e.dataset)) for e in m if opts.wants(e.lang)]
+    rows = [Row(e.path, e.lang, opts.dataset_or(e.dataset)) for e in m]
     return Source(m.root, rows)  # n_samples are measured again

@@ -9,6 +9,7 @@ reject with its reason. The layouts are a few TSV files each, read with the stan
 
 from __future__ import annotations
 
+import logging
 import posixpath
 
 from mhubert import storage
@@ -27,6 +28,7 @@ from mhubert.corpus.sources import (
 )
 from mhubert.errors import BadInput
 
+log = logging.getLogger(__name__)
 CV_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
 FLEURS_COLUMNS = ["id", "file_name", "raw_transcription", "transcription", "transcription_chars",
                   "num_samples", "gender"]
@@ -84,7 +86,8 @@ def read_commonvoice(src: str, opts: ReadOptions) -> Source:
                     for r in (tsv_or_none(storage.join(src, folder, f"{s}.tsv")) or ())}
             table = tsv_or_none(storage.join(src, folder, f"{take}.tsv"))
             if table is None:
-                raise BadInput(f"{storage.join(src, folder)}: no {take}.tsv")
+                log.warning("%s: no %s.tsv, locale skipped", storage.join(src, folder), take)
+                continue
             for r in table:
                 clip = r.get("path", "")
                 if not clip or clip in drop or clip in seen:
@@ -96,6 +99,8 @@ def read_commonvoice(src: str, opts: ReadOptions) -> Source:
                 if clip not in present:
                     row.reject = f"audio file not found: {_rel(folder, 'clips', clip)}"
                 rows.append(row)
+    if not rows:
+        raise BadInput(f"{src}: no rows in the selected TSVs ({', '.join(opts.splits or ['validated'])})")
     return Source(src, rows)
 
 
