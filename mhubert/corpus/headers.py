@@ -1,12 +1,13 @@
 """Durations from audio headers, read concurrently over fsspec, streamed and resumable.
 
 One ranged request per file in most cases: the first 64 KiB. A file shorter than that is measured
-whole (soundfile); a longer WAV from its RIFF ``fmt``/``data`` chunks (plus its size, to catch a
-truncated file); a longer FLAC from its STREAMINFO (soundfile on the head); anything else (mp3,
-ogg/opus, whose length is only known at the end of the stream) is fetched and measured whole, never
-decoded to samples beyond what soundfile needs to count frames. Reads run in a thread pool (s3fs
-serves the threads from its event loop, so requests overlap); results are written in batches
-under a checkpoint folder, and a rerun with the same file list skips the finished batches.
+whole (soundfile); a longer WAV from its RIFF ``fmt``/``data`` chunks (plus a one-byte read at the
+end of its declared data, to catch a truncated file); a longer FLAC from its STREAMINFO (soundfile
+on the head); anything else (mp3, ogg/opus, whose length is only known at the end of the stream)
+is fetched and measured whole, never decoded to samples beyond what soundfile needs to count
+frames. Reads run in a thread pool (s3fs serves the threads from its event loop, so requests
+overlap); results are written in batches under a checkpoint folder, and a rerun with the same file
+list skips the finished batches.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from mhubert import storage
-from mhubert.audio import AudioError, check_riff, info_bytes
+from mhubert.audio import AudioError, info_bytes
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
@@ -31,11 +32,10 @@ HEAD_BYTES = 65536
 BATCH = 4096
 
 
-def _wav_frames(head: bytes, size: int) -> int | None:
-    """Frames of a PCM WAV from its chunks, or None when the head does not say."""
+def _wav_layout(head: bytes) -> tuple[int, int, int, int] | None:
+    """(block_align, sample_rate, data offset, data size) of a PCM WAV from its first chunks."""
     if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         return None
-    check_riff(head, size)
     pos, block, rate = 12, None, None
     while pos + 8 <= len(head):
         cid, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
@@ -43,13 +43,31 @@ def _wav_frames(head: bytes, size: int) -> int | None:
             rate = int.from_bytes(head[pos + 12:pos + 16], "little")
             block = int.from_bytes(head[pos + 20:pos + 22], "little")
         elif cid == b"data":
-            if not block or not rate:
-                return None
-            if n == 0 or n >= 0x7FFF0000:  # streaming placeholder: the data runs to the end
-                n = size - (pos + 8)
-            return (n // block, rate)  # type: ignore[return-value]
+            return (block, rate, pos + 8, n) if block and rate else None
         pos += 8 + n + (n & 1)
     return None
+
+
+def _wav_samples(fs, path: str, head: bytes) -> int | None:
+    """16 kHz length of a WAV longer than the head, checking that its data is really there by
+    reading the last declared byte (a ranged GET: no HEAD request, one more round trip)."""
+    lay = _wav_layout(head)
+    if lay is None:
+        return None
+    block, rate, pos, n = lay
+    if n == 0 or n >= 0x7FFF0000:  # streaming placeholder: the data runs to the end of the file
+        n = fs.size(path) - pos
+    else:
+        try:
+            last = fs.cat_file(path, start=pos + n - 1, end=pos + n)
+        except (OSError, ValueError):
+            last = b""
+        if len(last) != 1:
+            raise AudioError(f"truncated audio: the WAV header declares {n} bytes of samples but the "
+                             "file ends before them")
+    if n // block <= 0:
+        raise AudioError("zero-length audio (no frames)")
+    return int(round((n // block) * SAMPLE_RATE / rate))
 
 
 def measure(fs, path: str) -> int:
@@ -66,12 +84,9 @@ def measure(fs, path: str) -> int:
         if len(head) < HEAD_BYTES:
             return info_bytes(head).n_samples(SAMPLE_RATE)
         if head[:4] == b"RIFF":
-            fr = _wav_frames(head, fs.size(path))
-            if fr:
-                frames, rate = fr  # type: ignore[misc]
-                if frames <= 0:
-                    raise AudioError("zero-length audio (no frames)")
-                return int(round(frames * SAMPLE_RATE / rate))
+            n = _wav_samples(fs, path, head)
+            if n is not None:
+                return n
         if head[:4] == b"fLaC":
             try:
                 i = sf.info(io.BytesIO(head))
