@@ -234,7 +234,10 @@ class _Handler(BaseHTTPRequestHandler):
             if k.lower() not in ("transfer-encoding", "content-length", "connection", "date",
                                  "server"):
                 self.send_header(k, v)
-        self.send_header("Content-Length", str(len(resp_body)))
+        length = str(len(resp_body))
+        if self.command == "HEAD":  # no body: the object's size is the upstream's header
+            length = next((v for k, v in resp_headers if k.lower() == "content-length"), "0")
+        self.send_header("Content-Length", length)
         self.end_headers()
         if self.command == "HEAD":
             return
