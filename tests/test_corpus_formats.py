@@ -93,7 +93,8 @@ def test_commonvoice_both_column_sets_durations_and_default_selection(tmp_path):
     put(src, "sv-SE/train.tsv", tsv(old, [old_row(1, "z")]))
     n1, n6 = decoded_16k(clips["common_voice_sv-SE_1.mp3"]), decoded_16k(clips["common_voice_sv-SE_6.mp3"])
     put(src, "sv-SE/clip_durations.tsv", tsv(["clip", "duration[ms]"], [
-        ["common_voice_sv-SE_1.mp3", str(n1 / 16)], ["common_voice_sv-SE_6.mp3", str(n6 / 16 * 1.05)]]))
+        ["common_voice_sv-SE_1.mp3", str(n1 / 16)], ["common_voice_sv-SE_6.mp3", str(n6 / 16 * 1.05)],
+        ["common_voice_sv-SE_2.mp3", str(decoded_16k(clips["common_voice_sv-SE_2.mp3"]) / 16 * 1.005)]]))
     # newer column set; zh-HK is Cantonese
     hk = audio(3.0, "mp3", seed=9)
     put(src, "zh-HK/clips/common_voice_zh-HK_1.mp3", hk)
@@ -122,7 +123,7 @@ def test_commonvoice_both_column_sets_durations_and_default_selection(tmp_path):
     check(out, kept, rejected)
     st = Corpus(out).stats()
     assert st["duration_mismatch"] == 1  # clip 6's metadata is 5 % off its header
-    assert st["durations_from_metadata"] == 2
+    assert st["durations_from_metadata"] == 3  # clip 2: 0.5 % off, so its exact header length is kept
     # another selection: the train TSV only
     out2 = str(tmp_path / "train")
     import_corpus("commonvoice", src, out2, splits=["train"], languages=["sv"])
