@@ -169,3 +169,22 @@ def test_header_reads_over_s3_with_latency_are_correct_and_resumable(s3_bucket, 
     before = proxy.forwarded
     n2, why2 = read_headers(urls, workers=8, checkpoint=ck, batch=3)
     assert proxy.forwarded == before and np.array_equal(n, n2) and why == why2
+
+
+def test_cli_formats_are_the_registry_and_errors_are_one_line(tmp_path, capsys):
+    from mhubert.corpus.cli import FORMATS
+    from mhubert.corpus.sources import FORMATS as REGISTRY
+
+    assert sorted(FORMATS) == sorted(REGISTRY)
+    assert main(["corpus", "import", "--format", "fleurs", "--src", str(tmp_path / "nope"), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "cv").mkdir()
+    assert main(["corpus", "import", "--format", "commonvoice", "--src", str(tmp_path / "cv"), "--out",
+                 str(tmp_path / "o"), "--splits", "validated-bogus"]) == 2
+    assert main(["corpus", "import", "--format", "dir", "--src", str(tmp_path / "cv"), "--out",
+                 str(tmp_path / "o"), "--languages", "xx"]) == 2
+    assert "unknown language code 'xx'" in capsys.readouterr().err
+    assert main(["corpus", "merge", str(tmp_path / "cv"), str(tmp_path / "cv2"), "--out",
+                 str(tmp_path / "m")]) == 2
+    assert "no committed corpus" in capsys.readouterr().err

@@ -74,10 +74,14 @@ def _durations(p: argparse.ArgumentParser, workers: int) -> None:
                    help="recompute a corpus committed with other settings (default: stop)")
 
 
+# The registry's names (mhubert.corpus.sources.FORMATS; a test keeps them equal), listed here so
+# that ``--help`` does not import the readers.
+FORMATS = ("commonvoice", "voxlingua107", "fleurs", "mls", "voxpopuli", "lhotse", "hf", "dir", "tsv")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from mhubert.corpus.synth import LANGUAGES
 
-    FORMATS = ("commonvoice", "voxlingua107", "fleurs", "mls", "voxpopuli", "lhotse", "hf", "dir", "tsv")
     corpus = subparsers.add_parser("corpus", help="make the demo corpus; import and merge corpora")
     sub = corpus.add_subparsers(dest="corpus_command", metavar="ACTION")
 

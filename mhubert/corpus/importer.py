@@ -46,6 +46,12 @@ class ImportResult:
     decision: str = "compute"
     corpus: Corpus | None = field(default=None, repr=False)
 
+    @classmethod
+    def reused(cls, corpus: Corpus) -> ImportResult:
+        """The committed corpus, as a result (``decide`` said "reuse")."""
+        return cls(corpus.read_manifest(), read_rejects(corpus.path(Corpus.REJECTS)), corpus.stats(),
+                   "reuse", corpus)
+
 
 def _language_filter(languages: Sequence[str] | None) -> set[str] | None:
     if not languages:
@@ -101,8 +107,7 @@ def import_corpus(fmt: str, sources: str | Sequence[str], out: str, *, dataset: 
                 "alpha": alpha, "beta": beta}
     decision = decide(corpus, settings, {}, on_change=on_change)
     if decision == "reuse":
-        return ImportResult(corpus.read_manifest(), read_rejects(corpus.path(Corpus.REJECTS)),
-                            corpus.stats(), "reuse", corpus)
+        return ImportResult.reused(corpus)
     opts = ReadOptions(dataset=dataset, splits=tuple(splits) if splits else None, out=out,
                        wants=_wants(keep))
     root, rows = read_sources(fmt, sources, opts)

@@ -17,7 +17,7 @@ import numpy as np
 from mhubert import storage
 from mhubert.artifacts import Corpus, Manifest, decide
 from mhubert.corpus.importer import ImportResult
-from mhubert.corpus.report import ALPHA, BETA, corpus_stats, read_rejects, read_utterances, write_corpus
+from mhubert.corpus.report import ALPHA, BETA, corpus_stats, read_utterances, write_corpus
 from mhubert.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ def merge_corpora(inputs: Sequence[str], out: str, *, same_names: bool = False, 
     fps = {f"corpus{k}": c.fingerprint for k, c in enumerate(corpora)}
     decision = decide(corpus, settings, fps, on_change=on_change)
     if decision == "reuse":
-        return ImportResult(corpus.read_manifest(), read_rejects(corpus.path(Corpus.REJECTS)),
-                            corpus.stats(), "reuse", corpus)
+        return ImportResult.reused(corpus)
     mans = [c.read_manifest() for c in corpora]
     roots = {m.root for m in mans}
     root = roots.pop() if len(roots) == 1 else ""
