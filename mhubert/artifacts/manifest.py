@@ -119,8 +119,8 @@ class Manifest:
         """Drop unused language/dataset names and keep the names sorted (ids renumbered)."""
         for ids_attr, names_attr in (("lang_ids", "lang_names"), ("dataset_ids", "dataset_names")):
             ids, names = getattr(self, ids_attr), getattr(self, names_attr)
-            used = np.unique(ids) if len(ids) else np.empty(0, dtype=np.int32)
-            keep = sorted(used.tolist(), key=lambda i: names[i])
+            used = np.flatnonzero(np.bincount(ids, minlength=len(names))) if len(ids) else []
+            keep = sorted((int(i) for i in used), key=lambda i: names[i])
             remap = np.full(max(len(names), 1), -1, dtype=np.int32)
             remap[keep] = np.arange(len(keep), dtype=np.int32)
             setattr(self, ids_attr, remap[ids] if len(ids) else ids)
@@ -221,36 +221,50 @@ class Manifest:
 
     @classmethod
     def _parse_arrow(cls, root: str, f) -> Manifest:
+        """Stream the rows in 16 MB blocks; each block's columns go to numpy and the block is freed,
+        so the peak is about the final columns plus one column's pieces."""
         import pyarrow as pa
+        import pyarrow.compute as pc
         from pyarrow import csv
 
-        dict_t = pa.dictionary(pa.int32(), pa.string())
-        table = csv.read_csv(
+        reader = csv.open_csv(
             f, read_options=csv.ReadOptions(column_names=["path", "n", "lang", "dataset"],
                                             block_size=16 << 20),
             parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
                                            double_quote=False, newlines_in_values=False),
             convert_options=csv.ConvertOptions(column_types={
-                "path": pa.large_string(), "n": pa.int64(), "lang": dict_t, "dataset": dict_t},
+                "path": pa.string(), "n": pa.int64(), "lang": pa.string(), "dataset": pa.string()},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
-        table = table.unify_dictionaries()
-        n = np.concatenate([c.to_numpy() for c in table.column("n").chunks] or [np.empty(0, np.int64)])
+        blobs, lens, ns = [], [], []
+        ids: dict[str, list[np.ndarray]] = {"lang": [], "dataset": []}
+        names: dict[str, dict[str, int]] = {"lang": {}, "dataset": {}}
+        for batch in reader:
+            p = batch.column(0)
+            o = np.frombuffer(p.buffers()[1], dtype=np.int32)[p.offset:p.offset + len(p) + 1]
+            blobs.append(np.frombuffer(p.buffers()[2], dtype=np.uint8)[o[0]:o[-1]].copy())
+            lens.append(np.diff(o))
+            ns.append(batch.column(1).to_numpy().copy())
+            for k, col in (("lang", batch.column(2)), ("dataset", batch.column(3))):
+                enc = pc.dictionary_encode(col)
+                table = np.array([names[k].setdefault(v, len(names[k]))
+                                  for v in enc.dictionary.to_pylist()], dtype=np.int32)
+                ids[k].append(table[enc.indices.to_numpy()] if len(table) else
+                              np.empty(0, dtype=np.int32))
+        del reader
+        n = np.concatenate(ns) if ns else np.empty(0, np.int64)
+        del ns
         if (n < 0).any():
             raise ValueError("negative n_samples")
+        off = np.zeros(len(n) + 1, dtype=np.int64)
+        np.cumsum(np.concatenate(lens) if lens else np.empty(0, np.int32), out=off[1:])
+        del lens
+        blob = np.concatenate(blobs) if blobs else np.empty(0, np.uint8)
+        del blobs
         cols = []
-        for name in ("lang", "dataset"):
-            chunks = table.column(name).chunks
-            names = chunks[0].dictionary.to_pylist() if chunks else []
-            ids = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in chunks]
-                                 or [np.empty(0, np.int32)]).astype(np.int32)
-            cols.append((ids, names))
-        path_arr = table.column("path").combine_chunks()
-        del table
-        offsets = np.frombuffer(path_arr.buffers()[1], dtype=np.int64)[
-            path_arr.offset:path_arr.offset + len(path_arr) + 1]
-        blob = np.frombuffer(path_arr.buffers()[2], dtype=np.uint8)
-        off = offsets - offsets[0]
-        blob = blob[offsets[0]:offsets[-1]]
+        for k in ("lang", "dataset"):
+            cols.append((np.concatenate(ids[k]) if ids[k] else np.empty(0, np.int32), list(names[k])))
+            ids[k] = []
+        pa.default_memory_pool().release_unused()
         m = cls.__new__(cls)
         m._set(root, blob, off, n, *cols[0], *cols[1])
         return m.compact()
@@ -310,12 +324,14 @@ class Manifest:
         return [self.dataset_names[i] for i in np.unique(self.dataset_ids)]
 
     def group_ids(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
-        """(int64 group id of every utterance, the (lang, dataset) of each group)."""
-        code = self.lang_ids.astype(np.int64) * max(len(self.dataset_names), 1) + self.dataset_ids
-        uniq, inv = np.unique(code, return_inverse=True)
+        """(int32 group id of every utterance, the (lang, dataset) of each group, sorted)."""
         nd = max(len(self.dataset_names), 1)
-        keys = [(self.lang_names[int(c) // nd], self.dataset_names[int(c) % nd]) for c in uniq]
-        return inv.astype(np.int64).reshape(-1), keys
+        code = self.lang_ids.astype(np.int64) * nd + self.dataset_ids
+        present = np.flatnonzero(np.bincount(code, minlength=max(len(self.lang_names), 1) * nd))
+        remap = np.full(max(len(self.lang_names), 1) * nd, -1, dtype=np.int32)
+        remap[present] = np.arange(len(present), dtype=np.int32)
+        keys = [(self.lang_names[int(c) // nd], self.dataset_names[int(c) % nd]) for c in present]
+        return remap[code], keys
 
     @property
     def keys(self) -> list[tuple[str, str]]:
