@@ -221,12 +221,16 @@ class Manifest:
 
     @classmethod
     def _parse_arrow(cls, root: str, f) -> Manifest:
-        """Stream the rows in 16 MB blocks; each block's columns go to numpy and the block is freed,
-        so the peak is about the final columns plus one column's pieces."""
+        """Stream the rows in 16 MB blocks, each block's columns copied into the numpy columns and
+        freed: the peak is about the columns themselves."""
         import pyarrow as pa
         import pyarrow.compute as pc
         from pyarrow import csv
 
+        pos = f.tell()
+        f.seek(0, 2)
+        size = max(f.tell() - pos, 0)
+        f.seek(pos)
         reader = csv.open_csv(
             f, read_options=csv.ReadOptions(column_names=["path", "n", "lang", "dataset"],
                                             block_size=16 << 20),
@@ -235,35 +239,38 @@ class Manifest:
             convert_options=csv.ConvertOptions(column_types={
                 "path": pa.string(), "n": pa.int64(), "lang": pa.string(), "dataset": pa.string()},
                 strings_can_be_null=False, quoted_strings_can_be_null=False))
-        blobs, lens, ns = [], [], []
-        ids: dict[str, list[np.ndarray]] = {"lang": [], "dataset": []}
+        # Columns are filled in place in buffers sized from the file (a row takes >= 8 bytes):
+        # pages never written are never backed by memory, so only the rows' bytes count.
+        cap = size // 8 + 1
+        blob = np.empty(size, dtype=np.uint8)
+        lens = np.empty(cap, dtype=np.int32)
+        n = np.empty(cap, dtype=np.int64)
+        ids = {"lang": np.empty(cap, dtype=np.int32), "dataset": np.empty(cap, dtype=np.int32)}
         names: dict[str, dict[str, int]] = {"lang": {}, "dataset": {}}
+        rows = nbytes = 0
         for batch in reader:
+            k = len(batch)
             p = batch.column(0)
-            o = np.frombuffer(p.buffers()[1], dtype=np.int32)[p.offset:p.offset + len(p) + 1]
-            blobs.append(np.frombuffer(p.buffers()[2], dtype=np.uint8)[o[0]:o[-1]].copy())
-            lens.append(np.diff(o))
-            ns.append(batch.column(1).to_numpy().copy())
-            for k, col in (("lang", batch.column(2)), ("dataset", batch.column(3))):
+            o = np.frombuffer(p.buffers()[1], dtype=np.int32)[p.offset:p.offset + k + 1]
+            blob[nbytes:nbytes + o[-1] - o[0]] = np.frombuffer(p.buffers()[2], dtype=np.uint8)[o[0]:o[-1]]
+            nbytes += int(o[-1] - o[0])
+            lens[rows:rows + k] = np.diff(o)
+            n[rows:rows + k] = batch.column(1).to_numpy()
+            for name, col in (("lang", batch.column(2)), ("dataset", batch.column(3))):
                 enc = pc.dictionary_encode(col)
-                table = np.array([names[k].setdefault(v, len(names[k]))
+                table = np.array([names[name].setdefault(v, len(names[name]))
                                   for v in enc.dictionary.to_pylist()], dtype=np.int32)
-                ids[k].append(table[enc.indices.to_numpy()] if len(table) else
-                              np.empty(0, dtype=np.int32))
+                if k:
+                    ids[name][rows:rows + k] = table[enc.indices.to_numpy()]
+            rows += k
         del reader
-        n = np.concatenate(ns) if ns else np.empty(0, np.int64)
-        del ns
+        n, blob = n[:rows], blob[:nbytes]
         if (n < 0).any():
             raise ValueError("negative n_samples")
-        off = np.zeros(len(n) + 1, dtype=np.int64)
-        np.cumsum(np.concatenate(lens) if lens else np.empty(0, np.int32), out=off[1:])
+        off = np.zeros(rows + 1, dtype=np.int64)
+        np.cumsum(lens[:rows], out=off[1:])
         del lens
-        blob = np.concatenate(blobs) if blobs else np.empty(0, np.uint8)
-        del blobs
-        cols = []
-        for k in ("lang", "dataset"):
-            cols.append((np.concatenate(ids[k]) if ids[k] else np.empty(0, np.int32), list(names[k])))
-            ids[k] = []
+        cols = [(ids[k][:rows], list(names[k])) for k in ("lang", "dataset")]
         pa.default_memory_pool().release_unused()
         m = cls.__new__(cls)
         m._set(root, blob, off, n, *cols[0], *cols[1])
