@@ -112,8 +112,8 @@ def write_corpus(corpus: Corpus, m: Manifest, utterances: Iterable[tuple[str, st
                  info: dict[str, Any] | None = None) -> None:
     """Write every file of the corpus artifact, then commit it (marker last)."""
     corpus.uncommit()
+    m.write(corpus.manifest_url)  # streamed in chunks; the commit hashes it
     with_records = [
-        ("manifest.tsv", m.to_text()),
         (Corpus.UTTERANCES, utterances_text(utterances)),
         (Corpus.STATS, None),
         (Corpus.REJECTS, rejects_text(rejects)),

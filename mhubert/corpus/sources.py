@@ -21,7 +21,7 @@ from mhubert.errors import BadInput
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     path: str                      # under the source's root ("" root: a full URL)
     source_lang: str
