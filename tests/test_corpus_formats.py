@@ -144,8 +144,8 @@ def test_voxlingua107(tmp_path):
     check(out, kept, {"sv/broken.wav": "truncated", "zz/q.wav": "unknown language code 'zz'"})
 
 
-def test_fleurs_headerless_tsv_with_num_samples(tmp_path):
-    src, out = str(tmp_path / "fleurs"), str(tmp_path / "out")
+def test_fleurs_headerless_tsv_with_num_samples(storage_root):
+    src, out = storage.join(storage_root, "fleurs"), storage.join(storage_root, "out")
     a, b = audio(2.5, seed=1), audio(3.5, seed=2)
     put(src, "sv_se/audio/train/1.wav", a)
     put(src, "cmn_hans_cn/audio/train/2.wav", b)
