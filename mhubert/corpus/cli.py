@@ -80,6 +80,7 @@ FORMATS = ("commonvoice", "voxlingua107", "fleurs", "mls", "voxpopuli", "lhotse"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from mhubert.corpus.report import ALPHA, BETA
     from mhubert.corpus.synth import LANGUAGES
 
     corpus = subparsers.add_parser("corpus", help="make the demo corpus; import and merge corpora")
@@ -117,8 +118,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="merged corpus artifact URL")
     p.add_argument("--same-names", action="store_true",
                    help="equal dataset names are one dataset (default: rename later ones)")
-    p.add_argument("--alpha", type=float, default=0.7, help="language exponent for the stats")
-    p.add_argument("--beta", type=float, default=0.9, help="dataset exponent for the stats")
+    p.add_argument("--alpha", type=float, default=ALPHA, help=f"language exponent for the stats ({ALPHA})")
+    p.add_argument("--beta", type=float, default=BETA, help=f"dataset exponent for the stats ({BETA})")
     p.add_argument("--force", action="store_true", help="recompute a corpus committed differently")
     p.set_defaults(func=_merge)
 

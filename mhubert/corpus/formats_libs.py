@@ -22,6 +22,7 @@ import posixpath
 from collections.abc import Iterator
 
 from mhubert import storage
+from mhubert.constants import SAMPLE_RATE
 from mhubert.corpus.sources import (
     ReadOptions,
     Row,
@@ -29,7 +30,6 @@ from mhubert.corpus.sources import (
     files_under,
     register,
     require_dir,
-    seconds_to_samples,
 )
 from mhubert.errors import BadInput
 
@@ -68,7 +68,7 @@ def _lhotse_row(rec, sups: list, spans: list[tuple[float, float]], base: str, op
     sup = sups[0] if sups else None
     row = Row(url or f"{rec.id}", (sup.language or "") if sup else "", opts.dataset_or("lhotse"),
               (sup.speaker or "") if sup else "", (sup.text or "") if sup else "",
-              round(rec.num_samples * 16000 / rec.sampling_rate), why)
+              round(rec.num_samples * SAMPLE_RATE / rec.sampling_rate), why)
     if row.reject:
         return row
     if sup is None:
@@ -207,4 +207,4 @@ def read_hf(src: str, opts: ReadOptions) -> Source:
     return Source("", [r for r in rows if r.reject or opts.wants(r.source_lang)])
 
 
-__all__ = ["read_hf", "read_lhotse", "seconds_to_samples"]
+__all__ = ["read_hf", "read_lhotse"]

@@ -13,6 +13,7 @@ import logging
 import posixpath
 
 from mhubert import storage
+from mhubert.constants import SAMPLE_RATE
 from mhubert.corpus.sources import (
     ReadOptions,
     Row,
@@ -76,7 +77,7 @@ def read_commonvoice(src: str, opts: ReadOptions) -> Source:
         table = tsv_or_none(storage.join(src, folder, "clip_durations.tsv"))
         for d in table or ():
             try:
-                durations[d["clip"]] = round(float(d["duration[ms]"]) * 16)  # ms -> 16 kHz samples
+                durations[d["clip"]] = round(float(d["duration[ms]"]) * SAMPLE_RATE / 1000)
             except (KeyError, ValueError):
                 continue
         present = set(files_under(storage.join(src, folder, "clips")))

@@ -9,12 +9,13 @@ from typing import Any
 
 from mhubert import storage
 from mhubert.artifacts import Corpus, Manifest
+from mhubert.data.dataset import DataConfig
 from mhubert.data.sampling import two_level_probabilities
 from mhubert.plotting import figure_png
 
 UTTERANCE_COLUMNS = ("path", "speaker", "source_lang", "text")
 SIDECAR = "utterances.tsv"
-ALPHA, BETA = 0.7, 0.9  # mHuBERT-147's exponents, the defaults of the data: preset section
+ALPHA, BETA = DataConfig.alpha, DataConfig.beta  # the data: section's defaults (mHuBERT-147's)
 
 
 def _clean(s: str) -> str:

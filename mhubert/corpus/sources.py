@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mhubert import storage
-from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
@@ -125,10 +124,6 @@ def read_tsv(url: str, header: bool = True, columns: list[str] | None = None) ->
 
 def tsv_or_none(url: str, **kw) -> list[dict[str, str]] | None:
     return read_tsv(url, **kw) if storage.exists(url) else None
-
-
-def seconds_to_samples(seconds: float) -> int:
-    return int(round(float(seconds) * SAMPLE_RATE))
 
 
 def missing_audio(rows: Iterable[Row], present: set[str], shown: Callable[[Row], str] | None = None
