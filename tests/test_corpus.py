@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +12,10 @@ import pytest
 import soundfile as sf
 
 from mhubert import storage
+from mhubert.artifacts import Corpus
 from mhubert.cli import main
 from mhubert.corpus.manifest import Manifest, ManifestEntry, build_manifest, read_rejects
+from mhubert.corpus.report import read_utterances
 from mhubert.corpus.synth import synthesize
 from mhubert.errors import BadInput
 
@@ -175,4 +176,53 @@ def test_synth_and_manifest_on_s3(s3_bucket):
     m = Manifest.read(s3_bucket + "/m/manifest.tsv")
     assert m.root == root and set(m.languages) == {"it", "tr"} and set(m.datasets) == {"studio", "field"}
     assert len(m) == len(storage.read_text(root + "/transcripts.tsv").splitlines()) - 1
-    assert json.loads(storage.read_text(s3_bucket + "/m/_SUCCESS"))["utterances"] == len(m)
+    assert Corpus(s3_bucket + "/m").info["utterances"] == len(m)
+    side = read_utterances(s3_bucket + "/m/utterances.tsv")
+    lines = storage.read_text(root + "/transcripts.tsv").splitlines()[1:]
+    spoken = {r.split("\t")[0]: r.split("\t") for r in lines}
+    assert [u["path"] for u in side] == [e.path for e in m]
+    for u in side:  # speaker = the espeak-ng voice, text = the sentence spoken
+        assert (u["speaker"], u["source_lang"], u["text"]) == (spoken[u["path"]][3], spoken[u["path"]][1],
+                                                               spoken[u["path"]][6])
+
+
+def test_columnar_manifest_matches_the_plain_parser_and_selects(tmp_path):
+    rows = [("studio/en/ä b.wav", 32000, "en", "studio"), ("field/fi/x.wav", 48000, "fi", "field"),
+            ("studio/fi/y.wav", 16000, "fi", "studio"), ("studio/en/z.wav", 64000, "en", "studio")]
+    text = "s3://b/c\n" + "".join(f"{p}\t{n}\t{la}\t{d}\n" for p, n, la, d in rows)
+    fast = Manifest.from_text(text)
+    plain = Manifest._parse_plain("s3://b/c", text.split("\n", 1)[1], "t")
+    assert fast == plain and [tuple(vars(e).values()) for e in fast] == rows
+    assert fast.to_text() == text
+    gid, keys = fast.group_ids()
+    assert [keys[g] for g in gid] == [(la, d) for _, _, la, d in rows] == fast.keys
+    assert fast.counts() == {("en", "studio"): 2, ("fi", "field"): 1, ("fi", "studio"): 1}
+    sel = fast.select([3, 0, 3, -1])
+    assert [e.path for e in sel] == ["studio/en/z.wav", "studio/en/ä b.wav", "studio/en/z.wav",
+                                     "studio/en/z.wav"]
+    assert sel.languages == ["en"] and sel.datasets == ["studio"] and sel.n_samples.tolist()[1] == 32000
+    assert fast[-1].path == "studio/en/z.wav" and len(fast.entries) == 4
+    with pytest.raises(IndexError):
+        fast[4]
+    empty_root = Manifest.from_text("\ns3://x/a.wav\t5\ten\td\n")
+    assert empty_root.root == "" and empty_root.url_of(0) == "s3://x/a.wav"
+    url = str(tmp_path / "m.tsv")
+    empty_root.write(url)
+    assert Manifest.read(url) == empty_root and Path(url).read_text().startswith("\n")
+
+
+def test_sampler_on_group_ids_draws_as_on_keys():
+    from mhubert.data.sampling import TwoLevelSampler, budgeted_sample
+
+    rng = np.random.default_rng(0)
+    langs = rng.choice(["sv", "fi", "en"], size=500, p=[0.2, 0.1, 0.7]).tolist()
+    dsets = rng.choice(["a", "b"], size=500).tolist()
+    m = Manifest.from_columns("r", [f"{i}.wav" for i in range(500)], rng.integers(1, 9, 500) * 16000,
+                              langs, dsets)
+    by_keys = TwoLevelSampler(m.keys, seed=4)
+    by_ids = TwoLevelSampler(m.group_ids(), seed=4)
+    assert by_keys.probabilities == by_ids.probabilities
+    assert np.array_equal(by_keys.epoch(2), by_ids.epoch(2))
+    dur = (m.n_samples / 16000).tolist()
+    assert np.array_equal(budgeted_sample(m.keys, dur, 600, seed=1),
+                          budgeted_sample(m.group_ids(), dur, 600, seed=1))

@@ -1,7 +1,9 @@
 """A deterministic multilingual demo corpus spoken by espeak-ng.
 
 Layout: ``<root>/<dataset>/<lang>/<lang>_<dataset>_<i>.wav`` (16 kHz mono 16-bit), plus
-``<root>/transcripts.tsv`` and ``<root>/_SUCCESS`` (written last). Sentences are 4-12 random words
+``<root>/transcripts.tsv``, ``<root>/utterances.tsv`` (the corpus sidecar: path, speaker = the
+espeak-ng voice, source_lang, text; ``import --format dir`` carries it into the corpus artifact)
+and ``<root>/_SUCCESS`` (written last). Sentences are 4-12 random words
 from short per-language lists. Two "datasets" differ in recording conditions:
 
 - ``studio``: male voice variants, moderate speed and pitch, clean;
@@ -28,6 +30,7 @@ import torchaudio.functional as AF
 
 from mhubert import storage
 from mhubert.audio import SAMPLE_RATE, decode, encode_wav
+from mhubert.corpus.report import SIDECAR, utterances_text
 from mhubert.errors import BadInput, MhubertError
 
 log = logging.getLogger(__name__)
@@ -207,6 +210,8 @@ def synthesize(root_url: str, languages: Sequence[str] | None = None, utterances
                     for u in items)
     storage.atomic_write_text(storage.join(root_url, "transcripts.tsv"),
                               "path\tlang\tdataset\tvoice\tspeed\tpitch\ttext\n" + lines)
+    storage.atomic_write_text(storage.join(root_url, SIDECAR), utterances_text(
+        (u.path, u.voice, u.lang, u.text) for u in items))
     storage.write_marker(root_url, {"seed": seed, "languages": languages,
                                     "datasets": [d.name for d in DATASETS],
                                     "utterances": len(items)})

@@ -54,18 +54,37 @@ def two_level_probabilities(counts: Mapping[Key, float], alpha: float = 0.7,
     return out
 
 
-def _group(keys: Sequence[Key]) -> dict[Key, np.ndarray]:
-    """Indices of each (lang, dataset) in ``keys``, in first-seen order of the groups."""
+Groups = tuple[np.ndarray, Sequence[Key]]  # (group id of every utterance, key of each group)
+
+
+def _group(keys: Sequence[Key] | Groups) -> dict[Key, np.ndarray]:
+    """Indices of each (lang, dataset) group. ``keys``: the (lang, dataset) of every utterance, or
+    ``(group ids, group keys)`` as ``Manifest.group_ids()`` gives (vectorised, for large corpora)."""
+    if isinstance(keys, tuple) and len(keys) == 2 and isinstance(keys[0], np.ndarray):
+        gid, names = keys
+        dtype = np.int32 if len(gid) < 2**31 else np.int64  # halves the memory of large corpora
+        order = np.argsort(gid, kind="stable").astype(dtype)
+        bounds = np.searchsorted(gid[order], np.arange(len(names) + 1))
+        present = [g for g in range(len(names)) if bounds[g + 1] > bounds[g]]
+        present.sort(key=lambda g: order[bounds[g]])  # first-seen order, as for a list of keys
+        return {(str(names[g][0]), str(names[g][1])): order[bounds[g]:bounds[g + 1]].copy()
+                for g in present}
     groups: dict[Key, list[int]] = {}
     for i, k in enumerate(keys):
         groups.setdefault((str(k[0]), str(k[1])), []).append(i)
     return {k: np.asarray(v, dtype=np.int64) for k, v in groups.items()}
 
 
+def _size(keys: Sequence[Key] | Groups) -> int:
+    if isinstance(keys, tuple) and len(keys) == 2 and isinstance(keys[0], np.ndarray):
+        return len(keys[0])
+    return len(keys)
+
+
 def _take(rng: np.random.Generator, idx: np.ndarray, m: int) -> np.ndarray:
     """m indices from ``idx``: permute-and-concatenate when m > len, permute-and-truncate else."""
     if m <= 0:
-        return np.empty(0, dtype=np.int64)
+        return np.empty(0, dtype=idx.dtype)
     reps = -(-m // len(idx))
     return np.concatenate([rng.permutation(idx) for _ in range(reps)])[:m]
 
@@ -73,18 +92,20 @@ def _take(rng: np.random.Generator, idx: np.ndarray, m: int) -> np.ndarray:
 class TwoLevelSampler:
     """Per-epoch resampling of a manifest's utterances by the two-level distribution.
 
-    ``keys[i]`` is the (lang, dataset) of utterance i; ``weights[i]`` (e.g. hours) make the counts
-    the probabilities are computed from (utterance counts when None, as the mHuBERT-147 trainer).
+    ``keys[i]`` is the (lang, dataset) of utterance i (or ``(group ids, group keys)``, see
+    ``Manifest.group_ids``); ``weights[i]`` (e.g. hours) make the counts the probabilities are
+    computed from (utterance counts when None, as the mHuBERT-147 trainer).
     """
 
-    def __init__(self, keys: Sequence[Key], alpha: float = 0.7, beta: float = 0.9, seed: int = 0,
-                 weights: Sequence[float] | None = None):
-        if len(keys) == 0:
+    def __init__(self, keys: Sequence[Key] | Groups, alpha: float = 0.7, beta: float = 0.9,
+                 seed: int = 0, weights: Sequence[float] | None = None):
+        n = _size(keys)
+        if n == 0:
             raise BadInput("TwoLevelSampler needs at least one utterance")
-        if weights is not None and len(weights) != len(keys):
-            raise BadInput(f"weights has {len(weights)} values for {len(keys)} keys")
+        if weights is not None and len(weights) != n:
+            raise BadInput(f"weights has {len(weights)} values for {n} keys")
         _check_exponents(alpha, beta)
-        self.n = len(keys)
+        self.n = n
         self.seed = int(seed)
         self.groups = _group(keys)
         counts: dict[Key, float] = defaultdict(float)
@@ -112,20 +133,21 @@ class TwoLevelSampler:
         sizes = rng.multinomial(self.n, self._p)
         parts = [_take(rng, self.groups[k], int(m)) for k, m in zip(self._keys, sizes, strict=True)]
         out = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-        return rng.permutation(out).astype(np.int64)
+        return rng.permutation(out).astype(np.int64, copy=False)
 
 
-def budgeted_sample(keys: Sequence[Key], durations_s: Sequence[float], budget_seconds: float,
-                    alpha: float = 0.7, beta: float = 0.9, seed: int = 0) -> np.ndarray:
+def budgeted_sample(keys: Sequence[Key] | Groups, durations_s: Sequence[float],
+                    budget_seconds: float, alpha: float = 0.7, beta: float = 0.9,
+                    seed: int = 0) -> np.ndarray:
     """Indices (sorted, with repeats) whose durations add up to about ``budget_seconds``.
 
     Probabilities come from hours per group; group (l, d) gets ``p_{l,d} · budget`` seconds: the
     whole group repeated as many times as fits, then random utterances of it (without replacement)
     until the remainder is filled, as mHuBERT-147's probability_sampling_from_size_estimation.py.
     """
-    if len(keys) != len(durations_s):
-        raise BadInput(f"{len(durations_s)} durations for {len(keys)} keys")
-    if len(keys) == 0:
+    if _size(keys) != len(durations_s):
+        raise BadInput(f"{len(durations_s)} durations for {_size(keys)} keys")
+    if _size(keys) == 0:
         raise BadInput("budgeted_sample needs at least one utterance")
     if not np.isfinite(budget_seconds) or budget_seconds <= 0:
         raise BadInput(f"budget must be a positive number of seconds, got {budget_seconds}")
