@@ -92,6 +92,9 @@ def test_local_run_one_iteration_tiny(tmp_path, synth_corpus, capsys):
     # the served model loads in stock transformers with the tiny architecture
     reg = run.serving.registry()
     assert reg["model"] == run.serving.model.url and reg["iteration"] == 1
+    # and its units index, fit on the served model's features at the preset's last clustering layer
+    assert reg["units"]["layer"] == load_preset("tiny")["iterations"][2]["layer"]
+    assert run.serving.units_index.is_committed() and run.serving.is_committed()
     hf = transformers.HubertModel.from_pretrained(reg["model"])
     assert hf.config.num_hidden_layers == load_preset("tiny")["model"]["num_layers"]
     assert run.iteration(1).train.info["step"] == 4
