@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "mhubert.train.cli",        # train run | render-job
     "mhubert.model.cli",        # model export | import
     "mhubert.lid.cli",          # lid train | evaluate
+    "mhubert.eval.cli",         # eval superb
     "mhubert.pipeline_cli",     # pipeline compile | run
     "mhubert.jobs.cli",         # job render | submit | wait
     "api.cli",                  # serve
