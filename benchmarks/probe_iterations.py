@@ -63,10 +63,11 @@ def main() -> None:
     rows: dict[tuple[str, str, str], dict] = defaultdict(lambda: defaultdict(list))
     t0 = time.monotonic()
     for label, r, uri in upstreams:
-        cache = storage.join(args.out, "cache", f"{label}-run{r}" if r is not None else label)
+        tag = f"{label}-run{r}" if r is not None else label
+        cache = storage.join(args.out, "cache", tag)
         for task in tasks:
             for seed in seeds:
-                out = storage.join(args.out, f"{label}-run{r}" if r is not None else label, task, f"seed{seed}")
+                out = storage.join(args.out, tag, task, f"seed{seed}")
                 m = run_superb(uri, manifest, out, task=task, train_per_lang=args.train_per_lang,
                                max_steps=args.max_steps, seed=seed, cache_dir=cache)
                 for metric, v in headline(m).items():

@@ -13,7 +13,7 @@ import soundfile as sf
 SR = 16000
 ALPHABET = {"lo": {"A": 220.0, "B": 300.0, "C": 410.0, "D": 560.0},
             "hi": {"E": 1100.0, "F": 1500.0, "G": 2050.0, "H": 2800.0}}
-TONE_S, GAP_S, SPACE_S = 0.12, 0.05, 0.2
+TONE_S, GAP_S, SPACE_S = 0.08, 0.04, 0.12
 
 
 def _utterance(rng: np.random.Generator, lang: str, speaker: int) -> tuple[np.ndarray, str]:

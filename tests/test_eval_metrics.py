@@ -7,7 +7,12 @@ import jiwer
 import pytest
 
 from mhubert.eval.metrics import (
-    RELATIVE_SCORE_NOTE, cer, cer_by_language, confusion_plot, cer_plot, edit_distance, lid_accuracy,
+    cer,
+    cer_by_language,
+    cer_plot,
+    confusion_plot,
+    edit_distance,
+    lid_accuracy,
     relative_scores,
 )
 
