@@ -10,6 +10,7 @@ from mhubert.eval.metrics import (
     cer,
     cer_by_language,
     cer_plot,
+    confusion,
     confusion_plot,
     edit_distance,
     lid_accuracy,
@@ -44,6 +45,12 @@ def test_cer_by_language_and_lid_accuracy():
     assert out == {"overall": pytest.approx(2 / 8, abs=1e-6),
                    "per_language": {"en": pytest.approx(0.25, abs=1e-6), "fr": pytest.approx(0.25, abs=1e-6)}}
     assert lid_accuracy(["en", "fr", "fr", "de"], ["en", "fr", None, "fr"]) == 0.5
+
+
+def test_confusion_has_a_none_column_for_missing_language_tokens():
+    rows, cols, cm = confusion(["en", "fr", "fr"], ["en", None, "en"])
+    assert rows == ["en", "fr"] and cols == ["en", "fr", "none"]
+    assert cm.tolist() == [[1, 0, 0], [1, 0, 1]]
 
 
 def test_plots_are_png():

@@ -69,6 +69,11 @@ def test_schema_per_task(toy, tmp_path, task):
     assert m["standard"] is True and m["seed"] == 5 and m["steps"] == 2
     assert os.path.exists(os.path.join(out, "lid_confusion.png")) == (task == "lid")
     assert os.path.exists(os.path.join(out, "cer_per_language.png")) == (task == "asr")
+    if task == "lid":
+        cm = json.loads(open(os.path.join(out, "lid_confusion.json")).read())
+        assert cm["labels"] == ["hi", "lo"] and cm["predicted"][:2] == ["hi", "lo"]
+        n_test = len(json.loads(open(os.path.join(out, "splits.json")).read())["test"])
+        assert len(cm["matrix"]) == 2 and sum(map(sum, cm["matrix"])) == n_test
 
 
 def test_features_computed_once(tmp_path, toy):

@@ -62,12 +62,18 @@ def cer_plot(per_language: Mapping[str, float], title: str) -> bytes:
     return figure_png(fig)
 
 
-def confusion_plot(true: Sequence[str], pred: Sequence[str | None], title: str) -> bytes:
-    """LID confusion matrix; predictions with no language token are the column ``none``."""
+def confusion(true: Sequence[str], pred: Sequence[str | None]) -> tuple[list[str], list[str], np.ndarray]:
+    """(row labels, column labels, counts): rows are the true languages, columns the predicted ones
+    plus ``none`` when some prediction had no (known) language token."""
     labels = sorted(set(true))
     pred_l = [p if p in labels else "none" for p in pred]
     cols = labels + (["none"] if "none" in pred_l else [])
-    cm = confusion_matrix(list(true), pred_l, labels=cols)[: len(labels)]
+    return labels, cols, confusion_matrix(list(true), pred_l, labels=cols)[: len(labels)]
+
+
+def confusion_plot(true: Sequence[str], pred: Sequence[str | None], title: str) -> bytes:
+    """LID confusion matrix PNG (see :func:`confusion`)."""
+    labels, cols, cm = confusion(true, pred)
     fig = Figure(figsize=(max(4.0, 0.5 * len(cols) + 2), max(3.5, 0.5 * len(labels) + 1.5)))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(cm, cmap="Blues")

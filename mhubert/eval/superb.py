@@ -3,7 +3,8 @@
     run_superb("fbank" | model URI, manifest URL, out URL, task="asr", train_per_lang="10min")
 
 writes to ``out``: ``metrics.json`` (the result, schema below), ``cer_per_language.png`` (ASR tasks),
-``lid_confusion.png`` (LID tasks), ``splits.json`` (what was trained and tested on), ``training.json``
+``lid_confusion.png`` and ``lid_confusion.json`` (LID tasks: rows true, columns predicted languages,
+``none`` for no language token), ``splits.json`` (what was trained and tested on), ``training.json``
 (loss curves), ``predictions.tsv``, then ``_SUCCESS``. Features are cached in ``<out>/cache`` unless
 another cache directory is given (the benchmark shares one between probe seeds).
 
@@ -24,7 +25,7 @@ from dataclasses import asdict, replace
 from mhubert import storage
 from mhubert.errors import BadInput
 from mhubert.eval.corpus import Utterance, load_corpus
-from mhubert.eval.metrics import cer_by_language, cer_plot, confusion_plot, lid_accuracy
+from mhubert.eval.metrics import cer_by_language, cer_plot, confusion, confusion_plot, lid_accuracy
 from mhubert.eval.probe import ProbeConfig, train_probe
 from mhubert.eval.splits import SplitConfig, is_standard, make_splits
 from mhubert.eval.text import Vocabulary, check_task, lang_token, normalize, split_prediction, target_tokens
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 METRICS = "metrics.json"
 CER_PNG = "cer_per_language.png"
 LID_PNG = "lid_confusion.png"
+LID_JSON = "lid_confusion.json"
 
 
 def _usable(utts: list[Utterance], task: str) -> tuple[list[Utterance], list[str], dict[str, int]]:
@@ -110,6 +112,9 @@ def run_superb(model: str, manifest: str, out: str, task: str = "asr", train_per
     if "lid_accuracy" in metrics:
         storage.atomic_write(storage.join(out, LID_PNG),
                              confusion_plot([u.lang for u in test], list(pred_lang), title))
+        rows, cols, cm = confusion([u.lang for u in test], list(pred_lang))
+        storage.atomic_write_json(storage.join(out, LID_JSON),
+                                  {"labels": rows, "predicted": cols, "matrix": cm.tolist()})
     storage.atomic_write_json(storage.join(out, "splits.json"), {
         **splits.to_dict(), "left_out": dropped,
         "paths": {name: [utts[i].path for i in ix] for name, ix in part.items()}})

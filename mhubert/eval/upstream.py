@@ -47,7 +47,8 @@ class Upstream:
 
     @property
     def name(self) -> str:
-        return FBANK if self.uri == FBANK else storage.basename(self.uri.rstrip("/")) or self.uri
+        """``fbank``, or the last three parts of the URI (``iter3/train/model``)."""
+        return FBANK if self.uri == FBANK else "/".join(self.uri.rstrip("/").split("/")[-3:])
 
     @property
     def cache_key(self) -> str:
