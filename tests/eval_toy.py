@@ -36,7 +36,7 @@ def _utterance(rng: np.random.Generator, lang: str, speaker: int) -> tuple[np.nd
     return x.astype(np.float32), " ".join(words).lower() + "."
 
 
-def make_toy_corpus(root: str, per_lang: int = 80, seed: int = 0) -> str:
+def make_toy_corpus(root: str, per_lang: int = 110, seed: int = 0) -> str:
     """Write ``<root>/audio/<lang>/*.wav``, ``<root>/manifest.tsv`` and ``<root>/utterances.tsv``;
     return the manifest path."""
     rng = np.random.default_rng(seed)

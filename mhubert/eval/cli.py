@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated languages trained on 5 utterances only")
     s.add_argument("--cache", default=None, metavar="URL",
                    help="feature cache directory (default <out>/cache)")
-    s.add_argument("--device", default="cpu", help="torch device for feature extraction (default cpu)")
+    s.add_argument("--device", default="cpu", help="torch device of the upstream and the probe")
     s.set_defaults(func=_superb)
 
 

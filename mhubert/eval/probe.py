@@ -197,11 +197,12 @@ class ProbeResult:
 
 def _ctc_loss(model: Probe, feats: Sequence[torch.Tensor], targets: Sequence[Sequence[int]],
               idx: Sequence[int]) -> torch.Tensor:
+    dev = next(model.parameters()).device
     x, lengths = _batch(feats, idx)
-    log_probs, out_len = model(x, lengths)
+    log_probs, out_len = model(x.to(dev), lengths.to(dev))
     tgt = [torch.tensor(targets[i], dtype=torch.long) for i in idx]
-    return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(tgt), out_len,
-                      torch.tensor([len(t) for t in tgt]), blank=0, reduction="sum",
+    return F.ctc_loss(log_probs.transpose(0, 1), torch.cat(tgt).to(dev), out_len,
+                      torch.tensor([len(t) for t in tgt], device=dev), blank=0, reduction="sum",
                       zero_infinity=True) / len(idx)
 
 
@@ -225,8 +226,9 @@ def decode(model: Probe, feats: Sequence[torch.Tensor], batch_size: int) -> list
     for c in _chunks(len(order), batch_size):
         idx = [order[j] for j in c]
         x, lengths = _batch(feats, idx)
-        log_probs, out_len = model(x, lengths)
-        for i, hyp in zip(idx, greedy(log_probs, out_len), strict=True):
+        dev = next(model.parameters()).device
+        log_probs, out_len = model(x.to(dev), lengths.to(dev))
+        for i, hyp in zip(idx, greedy(log_probs.cpu(), out_len.cpu()), strict=True):
             out[i] = hyp
     return [out[i] for i in range(len(feats))]
 
@@ -234,9 +236,9 @@ def decode(model: Probe, feats: Sequence[torch.Tensor], batch_size: int) -> list
 def train_probe(train_feats: Sequence[torch.Tensor], train_targets: Sequence[Sequence[int]],
                 dev_feats: Sequence[torch.Tensor], dev_targets: Sequence[Sequence[int]],
                 test_feats: Sequence[torch.Tensor], vocab_size: int, frame_rate: float,
-                cfg: ProbeConfig) -> ProbeResult:
-    """Train on (features (L, T, D), target ids) pairs; return the test set's greedy decodings with
-    the weights of the best dev loss."""
+                cfg: ProbeConfig, device: str | torch.device = "cpu") -> ProbeResult:
+    """Train on (features (L, T, D), target ids) pairs on ``device``; return the test set's greedy
+    decodings with the weights of the best dev loss."""
     if not train_feats or not dev_feats:
         raise BadInput("the probe needs training and dev utterances")
     torch.manual_seed(cfg.seed)
@@ -245,7 +247,7 @@ def train_probe(train_feats: Sequence[torch.Tensor], train_targets: Sequence[Seq
     train_feats, dev_feats, test_feats = (_pad_features(f, factor) for f in (train_feats, dev_feats,
                                                                               test_feats))
     num_states, dim = train_feats[0].shape[0], train_feats[0].shape[2]
-    model = Probe(num_states, dim, vocab_size, factor, cfg)
+    model = Probe(num_states, dim, vocab_size, factor, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     interval = cfg.eval_interval or max(1, cfg.max_steps // 10)
     result = ProbeResult([], cfg.max_steps, 0, [])
@@ -265,8 +267,9 @@ def train_probe(train_feats: Sequence[torch.Tensor], train_targets: Sequence[Seq
             result.dev_loss.append((step, dev))
             log.info("probe step %d: train loss %.3f, dev loss %.3f", step, loss.item(), dev)
             if dev < best:
-                best, best_state, result.best_step = dev, copy.deepcopy(model.state_dict()), step
+                best, result.best_step = dev, step
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
-    result.layer_weights = [round(float(w), 6) for w in model.layer_weights().detach()]
+    result.layer_weights = [round(float(w), 6) for w in model.layer_weights().detach().cpu()]
     result.predictions = decode(model, test_feats, cfg.batch_size)
     return result

@@ -93,7 +93,7 @@ def run_superb(model: str, manifest: str, out: str, task: str = "asr", train_per
     feats = {name: [cached[utts[i].url] for i in ix] for name, ix in part.items()}
     result = train_probe(feats["train"], [vocab.encode(t) for t in tokens["train"]],
                          feats["dev"], [vocab.encode(t) for t in tokens["dev"]],
-                         feats["test"], len(vocab), upstream.frame_rate, probe)
+                         feats["test"], len(vocab), upstream.frame_rate, probe, device=device)
 
     test = [utts[i] for i in splits.test]
     refs = [texts[i] for i in splits.test]
