@@ -5,7 +5,8 @@ For each run root of the tiny (or any) recipe (``--run``, one per training seed,
 probes (``--tasks``) over ``--probe-seeds`` and prints mean ± sd of CER and LID accuracy per iteration
 (over training seeds × probe seeds; n is shown), the sd between training seeds of the per-run means,
 and a relative score between FBANK and the best iteration (NOT the leaderboard's SUPERB_s).
-Features are extracted once per upstream (shared cache under ``--out``).
+Features are extracted once per upstream (shared cache under ``--out``); finished probes are reused
+when the script is run again with the same ``--out`` (it resumes).
 
     python benchmarks/probe_iterations.py --run demo-output/run --run demo-output-seed2/run \
         --manifest demo-output/run/corpus/manifest.tsv --probe-seeds 0,1,2 --tasks lid,asr \
@@ -34,6 +35,16 @@ def _fmt(vals: list[float]) -> str:
         return "–"
     sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
     return f"{np.mean(vals):.3f} ± {sd:.3f} (n={len(vals)})"
+
+
+def _done(out: str, train_per_lang: str, steps: int) -> dict | None:
+    """The metrics of a finished probe with the same settings (the benchmark resumes), else None."""
+    url = storage.join(out, "metrics.json")
+    if storage.is_committed(out) and storage.exists(url):
+        m = storage.read_json(url)
+        if m.get("train_per_lang") == train_per_lang and m.get("steps") == steps:
+            return m
+    return None
 
 
 def main() -> None:
@@ -68,8 +79,9 @@ def main() -> None:
         for task in tasks:
             for seed in seeds:
                 out = storage.join(args.out, tag, task, f"seed{seed}")
-                m = run_superb(uri, manifest, out, task=task, train_per_lang=args.train_per_lang,
-                               max_steps=args.max_steps, seed=seed, cache_dir=cache)
+                m = _done(out, args.train_per_lang, args.max_steps) or run_superb(
+                    uri, manifest, out, task=task, train_per_lang=args.train_per_lang,
+                    max_steps=args.max_steps, seed=seed, cache_dir=cache)
                 for metric, v in headline(m).items():
                     rows[(label, task, metric)][r].append(v)
                 print(f"[{time.monotonic() - t0:7.0f}s] {label} run{r} {task} seed{seed}: "
