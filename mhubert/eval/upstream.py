@@ -9,7 +9,7 @@ A model contributes all its hidden states as s3prl's HuBERT upstream does: the p
 ``num_layers + 1`` states. Features are computed once per utterance, unpadded, in eval mode without
 gradients, and cached (float16) in one file per upstream under the cache directory. The probe holds
 them all in memory: (num_layers + 1) x dim x 2 bytes per frame, i.e. 1 MB per second of audio for
-HuBERT-base (13 x 768 at 50 Hz), so 10 min per language over 100 languages plus dev and test is ~100 GB;
+HuBERT-base (13 x 768 at 50 Hz), so 10 min each of train, dev and test over 100 languages is ~180 GB;
 at that scale pass fewer languages per run.
 """
 
