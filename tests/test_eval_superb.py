@@ -42,8 +42,10 @@ def _check_schema(m: dict, task: str, langs: set[str]) -> None:
         assert isinstance(m["lid_accuracy"], float) and 0.0 <= m["lid_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_fbank_probe_learns_the_toy_language(toy, tmp_path):
-    """The acceptance check: CER <= 0.3 and LID accuracy >= 0.9 within a minute on 2 cores."""
+    """The acceptance check: CER <= 0.3 and LID accuracy >= 0.9 within a minute on 2 cores (250 steps
+    of the ML-SUPERB probe at its lr 1e-4; seeds 0 and 1 reached CER 0.045 / 0.035, LID 1.0)."""
     out = str(tmp_path / "asr_lid")
     m = run_superb("fbank", toy, out, task="asr+lid", train_per_lang="30s", max_steps=250, seed=0)
     assert m["cer"]["overall"] <= 0.3, m
