@@ -15,8 +15,8 @@ import io
 from dataclasses import dataclass
 
 from mhubert import storage
-from mhubert.constants import SAMPLE_RATE
 from mhubert.artifacts import Manifest
+from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
 SIDECAR = "utterances.tsv"
