@@ -16,7 +16,8 @@ VALUES = {
     "mhubert-platform": [{}, {"trainingRuntime": {"create": True, "name": "rt", "numNodes": 2,
                                                   "metricsPort": 9400, "tmpSizeLimit": "1Gi"}}],
     "mhubert-api": [{}, {"gpu": {"enabled": True, "count": 1}, "autoscaling": {"enabled": True},
-                         "auth": {"existingSecret": "keys"}}],
+                         "auth": {"existingSecret": "keys"}},
+                    {"kind": "InferenceService"}],
 }
 
 
@@ -77,7 +78,7 @@ def test_every_pod_is_locked_down(chart, values):
     specs = [s for o in objs for s in pod_specs(o)]
     kinds = {o["kind"] for o in objs}
     assert specs, f"{chart} renders no pod spec"
-    assert ("TrainingRuntime" if chart == "mhubert-platform" else "Deployment") in kinds
+    assert ("TrainingRuntime" if chart == "mhubert-platform" else values.get("kind", "Deployment")) in kinds
     problems = [v for where, spec in specs for v in violations(where, spec)]
     assert not problems, "\n".join(problems)
 
