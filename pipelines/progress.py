@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import builtins
 import io
+import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -144,6 +146,19 @@ def reused(root: str, stage: str, iteration: int | None, started: float) -> bool
         return False
 
 
+class _Unlocked(logging.StreamHandler):
+    """The root logger's handler during a quiet run, emitting without the handler's lock: a line
+    that ends a task makes :class:`QuietRun` read the run root for its figures, which on S3 waits on
+    threads that log themselves (fsspec's I/O loop; an in-process endpoint's server thread), and a
+    lock held across that read deadlocks them. :meth:`QuietRun.write` guards its own buffer."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        rv = self.filter(record)
+        if rv:
+            self.emit(record)
+        return bool(rv)
+
+
 class QuietRun(io.TextIOBase):
     """``with QuietRun(log_path, root, names, totals) as q: pipeline(...)``: the run's output goes to
     ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there)."""
@@ -157,6 +172,7 @@ class QuietRun(io.TextIOBase):
         self.term = terminal or sys.__stdout__ or sys.stdout
         self.color = bool(getattr(self.term, "isatty", lambda: False)())
         self._buf = ""
+        self._lock = threading.Lock()  # the buffer only: lines are watched outside it (_Unlocked)
         # ParallelFor runs several tasks of one name at once (the label shards): starts queue up
         self._started: dict[str, list[tuple[float, float]]] = {}
         self._bar: Any = None
@@ -170,12 +186,12 @@ class QuietRun(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        self.log.write(ANSI.sub("", s))  # kfp colours its lines: none in the file
-        if self.verbose:
-            self.term.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
+        with self._lock:
+            self.log.write(ANSI.sub("", s))  # kfp colours its lines: none in the file
+            if self.verbose:
+                self.term.write(s)
+            *lines, self._buf = (self._buf + s).split("\n")
+        for line in lines:
             self._line(ANSI.sub("", line))
         return len(s)
 
@@ -251,21 +267,17 @@ class QuietRun(io.TextIOBase):
 
     # -- context -----------------------------------------------------------------------------------
     def __enter__(self) -> QuietRun:
-        import logging
-
         self._saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self  # type: ignore[assignment]
         # kfp.local swaps the root logger's handlers per task and restores the previous ones (also
         # while parallel shard tasks still log): those must write here too, not to the terminal
         root = logging.getLogger()
         self._handlers = root.handlers[:]
-        root.handlers = [logging.StreamHandler(self)]
+        root.handlers = [_Unlocked(self)]
         self._print = builtins.print  # kfp.local's indented print is not thread-safe: it can stay
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import logging
-
         logging.getLogger().handlers = self._handlers
         builtins.print = self._print
         sys.stdout, sys.stderr = self._saved
