@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import io
 import logging
+import queue
 import re
 import sys
 import threading
@@ -146,22 +147,14 @@ def reused(root: str, stage: str, iteration: int | None, started: float) -> bool
         return False
 
 
-class _Unlocked(logging.StreamHandler):
-    """The root logger's handler during a quiet run, emitting without the handler's lock: a line
-    that ends a task makes :class:`QuietRun` read the run root for its figures, which on S3 waits on
-    threads that log themselves (fsspec's I/O loop; an in-process endpoint's server thread), and a
-    lock held across that read deadlocks them. :meth:`QuietRun.write` guards its own buffer."""
-
-    def handle(self, record: logging.LogRecord) -> bool:
-        rv = self.filter(record)
-        if rv:
-            self.emit(record)
-        return bool(rv)
-
-
 class QuietRun(io.TextIOBase):
     """``with QuietRun(log_path, root, names, totals) as q: pipeline(...)``: the run's output goes to
-    ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there)."""
+    ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there).
+
+    The lines are watched in order on a thread of their own, never inside ``write``: the line that
+    ends a task reads the run root for its figures, which on S3 waits on threads that log (fsspec's
+    I/O loop, an in-process endpoint's server), while the writer (kfp's log handler) holds its lock.
+    Leaving the context drains them."""
 
     def __init__(self, log_path: str, root: str, names: dict[str, str],
                  totals: Callable[[str, int | None], int | None] | None = None,
@@ -172,7 +165,9 @@ class QuietRun(io.TextIOBase):
         self.term = terminal or sys.__stdout__ or sys.stdout
         self.color = bool(getattr(self.term, "isatty", lambda: False)())
         self._buf = ""
-        self._lock = threading.Lock()  # the buffer only: lines are watched outside it (_Unlocked)
+        self._lock = threading.Lock()  # the buffer, written from kfp's threads
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._watcher: threading.Thread | None = None
         # ParallelFor runs several tasks of one name at once (the label shards): starts queue up
         self._started: dict[str, list[tuple[float, float]]] = {}
         self._bar: Any = None
@@ -191,9 +186,16 @@ class QuietRun(io.TextIOBase):
             if self.verbose:
                 self.term.write(s)
             *lines, self._buf = (self._buf + s).split("\n")
-        for line in lines:
-            self._line(ANSI.sub("", line))
+            for line in lines:
+                self._lines.put(ANSI.sub("", line))
         return len(s)
+
+    def _watch(self) -> None:
+        while (line := self._lines.get()) is not None:
+            try:
+                self._line(line)
+            except Exception as e:  # noqa: BLE001 (a courtesy line must not stop the watching)
+                self.log.write(f"(quiet run: could not watch {line!r}: {e})\n")
 
     def flush(self) -> None:
         self.log.flush()
@@ -273,16 +275,21 @@ class QuietRun(io.TextIOBase):
         # while parallel shard tasks still log): those must write here too, not to the terminal
         root = logging.getLogger()
         self._handlers = root.handlers[:]
-        root.handlers = [_Unlocked(self)]
+        root.handlers = [logging.StreamHandler(self)]
         self._print = builtins.print  # kfp.local's indented print is not thread-safe: it can stay
+        self._watcher = threading.Thread(target=self._watch, name="quiet-run", daemon=True)
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         logging.getLogger().handlers = self._handlers
         builtins.print = self._print
         sys.stdout, sys.stderr = self._saved
-        self._close_bar()
         if self._buf:
-            self._line(ANSI.sub("", self._buf))
+            self._lines.put(ANSI.sub("", self._buf))
             self.log.write("\n")
+        self._lines.put(None)
+        if self._watcher is not None:
+            self._watcher.join()
+        self._close_bar()
         self.log.close()
