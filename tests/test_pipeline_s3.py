@@ -26,7 +26,7 @@ def _markers(run, names: tuple[str, ...]) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # four pipeline invocations (the 3rd stops before work): ~6 min on idle 2 cores
+@pytest.mark.timeout(1500)  # four pipeline invocations (the 3rd stops before work): 4.5 min on 2 busy cores
 def test_s3_run_from_release_layouts_then_nothing_redone(s3_bucket, synth_corpus, tmp_path, capsys):
     import transformers
 
