@@ -14,7 +14,6 @@ warning.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from mhubert.artifacts import Index, ServingBundle
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 from mhubert.lid.head import load_head
-from mhubert.model import load_model
+from mhubert.model import load_model, model_digest
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +108,6 @@ def resolve_sources(s: Settings) -> Sources:
             index = sb.units_index.url
     layer = s.units_layer if s.units_layer >= 0 else None
     return Sources(model, lid, index, layer, s.units_model, record)
-
-
-def model_digest(model: Any) -> str:
-    """sha256 of the config and weights: the identity an index record is checked against."""
-    h = hashlib.sha256(repr(sorted(model.cfg.to_dict().items())).encode())
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _index_urls(url: str) -> tuple[str, str | None, dict | None]:

@@ -22,7 +22,6 @@ from mhubert import storage
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import AudioError, BadInput
 
-TARGET_SR = SAMPLE_RATE  # deprecated alias of mhubert.constants.SAMPLE_RATE
 # torchaudio's private kernel helpers, used to cache the kernel; plain AF.resample without them.
 _CACHED_RESAMPLE = all(hasattr(_taf, n) for n in ("_get_sinc_resample_kernel",
                                                  "_apply_sinc_resample_kernel"))

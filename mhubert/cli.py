@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "mhubert.train.cli",        # train run | render-job
     "mhubert.model.cli",        # model export | import
     "mhubert.lid.cli",          # lid train | evaluate
+    "mhubert.eval.cli",         # eval superb
     "mhubert.jobs.cli",         # job render | submit | wait
 ]
 ENTRY_POINT_GROUP = "mhubert.commands"  # the shells' subcommands: serve, pipeline, demo

@@ -108,7 +108,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                  cpu_image: str = images.CPU_IMAGE, gpu_image: str = images.GPU_IMAGE,
                  k_iter1: int = sched[0]["num_clusters"], k_iter2: int = sched[1]["num_clusters"],
                  k_iter3: int = sched[2]["num_clusters"], layer_iter2: int = sched[1]["layer"],
-                 layer_iter3: int = sched[2]["layer"], init_model: str = "", init_index: str = "",
+                 layer_iter3: int = sched[2]["layer"], units_layer: int = sched[2]["layer"],
+                 init_model: str = "", init_index: str = "",
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
                  cluster_overrides: list = [],  # noqa: B006
                  lid_overrides: list = [],  # noqa: B006
@@ -166,8 +167,12 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                                  lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
+        # the units index is fit on the served model's features (layer units_layer): a GPU task
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],
-                             lid_uri=ev.outputs["Output"]), opt.prepare, "publish")
+                             lid_uri=ev.outputs["Output"], manifest_uri=manifest, preset=preset,
+                             units_layer=units_layer, units_clusters=k_iter3,
+                             cluster_overrides=cluster_overrides),
+                     dataclasses.replace(opt.cluster, gpu=1), "publish")
         return pub.outputs["Output"]
 
     its = ",".join(map(str, opt.iterations))

@@ -77,6 +77,9 @@ def test_s3_run_from_release_layouts_then_nothing_redone(s3_bucket, synth_corpus
     # the served model loads in stock transformers (from S3, via a local copy) with the tiny architecture
     reg = run.serving.registry()
     assert reg["model"] == run.serving.model.url and reg["iteration"] == 1
+    # and its units index, fit on the served model's features at the preset's last clustering layer
+    assert reg["units"]["layer"] == load_preset("tiny")["iterations"][2]["layer"]
+    assert run.serving.units_index.is_committed() and run.serving.is_committed()
     local_model = tmp_path / "served"
     fs, path = storage.get_fs(reg["model"])
     fs.get(path.rstrip("/") + "/", str(local_model) + "/", recursive=True)

@@ -20,6 +20,7 @@ _EXPORTS = {
     "hubert_base": "mhubert.model.hubert", "hubert_tiny": "mhubert.model.hubert",
     "PretrainOutput": "mhubert.model.loss", "pretrain_loss": "mhubert.model.loss",
     "compute_span_mask": "mhubert.model.masking",
+    "model_digest": "mhubert.model.digest",
 }
 __all__ = sorted(_EXPORTS)
 
