@@ -1,4 +1,4 @@
-"""Stage 1: the corpus manifest and its statistics (``mhubert corpus manifest``)."""
+"""Stage 1: the corpus artifact and its statistics (``mhubert corpus import``)."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Metrics, Output
@@ -9,17 +9,25 @@ from components import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def prepare(corpus_uri: str, output_root: str, manifest: Output[Dataset], stats: Output[Metrics],
             report: Output[HTML], min_seconds: float = 2.0, max_seconds: float = 30.0,
-            on_change: str = "stop") -> str:
-    """Scan ``corpus_uri`` (``<dataset>/<lang>/*`` audio, or a TSV) into
-    ``RunLayout(output_root).corpus``. Returns the manifest URL."""
+            on_change: str = "stop", fmt: str = "",
+            sources: list[str] = []) -> str:  # noqa: B006 (KFP needs a literal default)
+    """Import ``sources`` laid out as ``fmt`` (any format of ``mhubert corpus import``: commonvoice,
+    fleurs, mls, ..., dir, tsv) into ``RunLayout(output_root).corpus``. Without ``sources``, the
+    one source is ``corpus_uri`` (``<dataset>/<lang>/*`` audio, or a TSV, as ``fmt`` says or, when
+    it is empty, as its name says). Returns the manifest URL."""
     from components._common import json_table, log_metrics, mhubert, png_html, write_uri
     from mhubert.artifacts import RunLayout
+    from mhubert.errors import BadInput
 
     corpus = RunLayout(output_root).corpus
-    src = ["--tsv", corpus_uri] if corpus_uri.endswith((".tsv", ".txt")) else ["--root", corpus_uri]
-    if on_change == "force":  # --resume means nothing to a scan: same settings reuse, others stop
-        src += ["--force"]
-    mhubert("corpus", "manifest", *src, "--out", corpus.url, "--min-seconds", min_seconds,
+    srcs = [str(s) for s in sources] or ([corpus_uri] if corpus_uri else [])
+    if not srcs:
+        raise BadInput("prepare: no corpus source (corpus_uri or sources)")
+    fmt = fmt or ("tsv" if len(srcs) == 1 and srcs[0].endswith((".tsv", ".txt")) else "dir")
+    args = [a for s in srcs for a in ("--src", s)]
+    if on_change == "force":  # --resume means nothing to an import: same settings reuse, others stop
+        args += ["--force"]
+    mhubert("corpus", "import", "--format", fmt, *args, "--out", corpus.url, "--min-seconds", min_seconds,
             "--max-seconds", max_seconds, "--quiet")
     st = corpus.stats()
     total = st.get("total", {})

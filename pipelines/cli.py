@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Any
 
+from mhubert.corpus.cli import FORMATS as CORPUS_FORMATS  # the names only: no reader is imported
 from mhubert.errors import BadInput
 
 ON_CHANGE_HELP = ("a committed stage result made with other settings: stop with the difference (default), "
@@ -67,14 +68,17 @@ def _run(args: argparse.Namespace) -> int:
     _preview(args, plan, opt)
     if args.dry_run:
         sets = " ".join(plan.train_overrides + plan.cluster_overrides + plan.lid_overrides) or "none"
+        corpus = plan.corpus or f"{plan.corpus_format} {' '.join(plan.sources)}"
         print(f"checked: preset {args.preset}, iterations {','.join(map(str, opt.iterations))}, corpus "
-              f"{plan.corpus}, overrides {sets}; nothing was run (--dry-run)")
+              f"{corpus}, overrides {sets}; nothing was run (--dry-run)")
         return 0
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": plan.train_overrides,
                                  "cluster_overrides": plan.cluster_overrides,
                                  "lid_overrides": plan.lid_overrides,
                                  "lid_probe": not args.no_lid,
                                  "preset": args.preset, "on_change": on_change(args)}
+    if plan.sources:
+        arguments.update(corpus_format=plan.corpus_format, corpus_sources=plan.sources)
     if args.gpus_per_node is not None:
         arguments["gpus_per_node"] = args.gpus_per_node
     if args.nodes is not None:
@@ -138,9 +142,13 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--host", default=None, help="Kubeflow Pipelines API URL to submit to instead")
     r.add_argument("--launcher", choices=["trainjob", "pytorchjob"], default="trainjob",
                    help="with --host: train as a TrainJob (Kubeflow Trainer v2, default) or a PyTorchJob")
-    r.add_argument("--corpus", required=True,
+    r.add_argument("--corpus", default=None,
                    help="corpus root URL laid out <dataset>/<lang>/<file> (folder names become the "
-                        "language and dataset labels), or a manifest TSV")
+                        "language and dataset labels), or a manifest TSV (or use --format/--src)")
+    r.add_argument("--format", default=None, choices=CORPUS_FORMATS,
+                   help="with --src: the sources' layout as released (as `mhubert corpus import --format`)")
+    r.add_argument("--src", action="append", default=[], metavar="URL",
+                   help="a source of --format (repeat for several; they are joined into one corpus)")
     r.add_argument("--dataset", default=None, metavar="NAME",
                    help="the corpus root is one dataset laid out <lang>/<file>: call it NAME")
     r.add_argument("--root", required=True, help="output root URL (file path, file:// or s3://)")

@@ -58,8 +58,8 @@ def run_local(corpus: str, root: str, options: Any, arguments: dict[str, Any],
     from pipelines.mhubert_pipeline import build_pipeline
     from pipelines.progress import QuietRun, display_names
 
-    if not corpus or not root:
-        raise BadInput("--corpus and --root are required")
+    if not (corpus or arguments.get("corpus_sources")) or not root:
+        raise BadInput("--corpus (or --format/--src) and --root are required")
     pipeline_root = pipeline_root or default_pipeline_root(root)
     os.makedirs(pipeline_root, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,5 +1,9 @@
 """The mHuBERT-147 pipeline: prepare → (cluster → assign shards → merge → train → evaluate) × N → publish.
 
+``prepare`` imports the corpus (``mhubert corpus import``): ``corpus_format`` and ``corpus_sources``
+(a release layout such as ``commonvoice`` or ``fleurs`` and its source URLs), or ``corpus_uri`` alone
+(a ``<dataset>/<lang>/<file>`` tree or a manifest TSV).
+
 Iterations depend on each other (iteration i clusters features of model i-1), which ParallelFor
 cannot express, so they are unrolled at compile time with a Python loop: iteration 1 clusters MFCCs
 (100 Hz labels), iteration 2 layer 6 of the iteration-1 model, iteration 3 layer 9 of the
@@ -111,7 +115,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                  lid_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
                  train_timeout_hours: float = 168.0, job_delete_policy: str = "on-success",
-                 on_change: str = "stop") -> str:
+                 on_change: str = "stop", corpus_format: str = "",
+                 corpus_sources: list = []) -> str:  # noqa: B006
         def on_k8s(task: dsl.PipelineTask, r: StageResources, name: str) -> dsl.PipelineTask:
             task.set_display_name(name)
             # stages decide reuse themselves (mhubert.artifacts.decide): a KFP cache hit must not
@@ -123,8 +128,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                 kubernetes.use_config_map_as_env(task, DEFAULTS_CONFIGMAP, S3_ENDPOINT_KEY, optional=True)
             return task
 
-        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root, on_change=on_change),
-                      opt.prepare, "prepare")
+        prep = on_k8s(prepare(corpus_uri=corpus_uri, output_root=output_root, on_change=on_change,
+                              fmt=corpus_format, sources=corpus_sources), opt.prepare, "prepare")
         manifest = prep.outputs["Output"]
         ks = {1: k_iter1, 2: k_iter2, 3: k_iter3}
         layers = {1: sched[0]["layer"], 2: layer_iter2, 3: layer_iter3}

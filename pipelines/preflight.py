@@ -33,6 +33,8 @@ class Plan:
     train_overrides: list[str] = field(default_factory=list)    # section.key=value
     cluster_overrides: list[str] = field(default_factory=list)  # key=value (clustering section)
     lid_overrides: list[str] = field(default_factory=list)      # key=value (lid section)
+    corpus_format: str = ""                                     # with sources: --format
+    sources: list[str] = field(default_factory=list)            # --src (corpus is "" then)
 
 
 def sections() -> dict[str, type]:
@@ -128,6 +130,31 @@ def check_corpus(corpus: str, dataset: str | None, root: str) -> str:
     return corpus
 
 
+def check_sources(args: argparse.Namespace) -> list[str]:
+    """``--format``/``--src`` (the ``mhubert corpus import`` options) or ``--corpus``, not both;
+    every source exists. Returns the sources (local paths absolute), [] with ``--corpus``."""
+    src = list(getattr(args, "src", None) or [])
+    if bool(src) == bool(args.corpus):
+        raise BadInput("give the corpus as --corpus URL, or as --format FORMAT with --src URL (repeatable)")
+    if not src:
+        if getattr(args, "format", None):
+            raise BadInput("--format goes with --src (--corpus is a <dataset>/<lang>/<file> tree or a TSV)")
+        return []
+    if not args.format:
+        raise BadInput("--src needs --format (e.g. --format commonvoice; see `mhubert corpus import --help`)")
+    if args.dataset:
+        raise BadInput("--dataset names the dataset of a --corpus <lang>/<file> folder; with --src the "
+                       "format names it")
+    out = []
+    for url in src:
+        lp = storage.local_path(url)
+        url = os.path.abspath(lp) if lp is not None else url
+        if not storage.exists(url):
+            raise BadInput(f"--src {url}: not found")
+        out.append(url)
+    return out
+
+
 def check(args: argparse.Namespace, options: Any) -> Plan:
     """Every check of a pipeline run; returns what to run it with."""
     load_preset(args.preset)
@@ -154,11 +181,13 @@ def check(args: argparse.Namespace, options: Any) -> Plan:
     if lp is not None:
         root = os.path.abspath(lp)
     RunLayout(root)
-    corpus = args.corpus
-    if storage.local_path(corpus) is not None:
-        corpus = os.path.abspath(storage.local_path(corpus) or corpus)
-    corpus = check_corpus(corpus, args.dataset, root)
-    return Plan(corpus=corpus, root=root,
+    sources, corpus = check_sources(args), ""
+    if not sources:
+        corpus = args.corpus
+        if storage.local_path(corpus) is not None:
+            corpus = os.path.abspath(storage.local_path(corpus) or corpus)
+        corpus = check_corpus(corpus, args.dataset, root)
+    return Plan(corpus=corpus, root=root, corpus_format=args.format if sources else "", sources=sources,
                 train_overrides=[f"{s}.{kv}" for s in TRAIN_SECTIONS for kv in routed[s]],
                 cluster_overrides=list(routed["clustering"]), lid_overrides=list(routed["lid"]))
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import builtins
 import io
+import logging
+import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
@@ -146,7 +149,12 @@ def reused(root: str, stage: str, iteration: int | None, started: float) -> bool
 
 class QuietRun(io.TextIOBase):
     """``with QuietRun(log_path, root, names, totals) as q: pipeline(...)``: the run's output goes to
-    ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there)."""
+    ``log_path``; the terminal gets a line per task (``verbose`` also copies everything there).
+
+    The lines are watched in order on a thread of their own, never inside ``write``: the line that
+    ends a task reads the run root for its figures, which on S3 waits on threads that log (fsspec's
+    I/O loop, an in-process endpoint's server), while the writer (kfp's log handler) holds its lock.
+    Leaving the context drains them."""
 
     def __init__(self, log_path: str, root: str, names: dict[str, str],
                  totals: Callable[[str, int | None], int | None] | None = None,
@@ -157,6 +165,9 @@ class QuietRun(io.TextIOBase):
         self.term = terminal or sys.__stdout__ or sys.stdout
         self.color = bool(getattr(self.term, "isatty", lambda: False)())
         self._buf = ""
+        self._lock = threading.Lock()  # the buffer, written from kfp's threads
+        self._lines: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._watcher: threading.Thread | None = None
         # ParallelFor runs several tasks of one name at once (the label shards): starts queue up
         self._started: dict[str, list[tuple[float, float]]] = {}
         self._bar: Any = None
@@ -170,14 +181,21 @@ class QuietRun(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        self.log.write(ANSI.sub("", s))  # kfp colours its lines: none in the file
-        if self.verbose:
-            self.term.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self._line(ANSI.sub("", line))
+        with self._lock:
+            self.log.write(ANSI.sub("", s))  # kfp colours its lines: none in the file
+            if self.verbose:
+                self.term.write(s)
+            *lines, self._buf = (self._buf + s).split("\n")
+            for line in lines:
+                self._lines.put(ANSI.sub("", line))
         return len(s)
+
+    def _watch(self) -> None:
+        while (line := self._lines.get()) is not None:
+            try:
+                self._line(line)
+            except Exception as e:  # noqa: BLE001 (a courtesy line must not stop the watching)
+                self.log.write(f"(quiet run: could not watch {line!r}: {e})\n")
 
     def flush(self) -> None:
         self.log.flush()
@@ -251,8 +269,6 @@ class QuietRun(io.TextIOBase):
 
     # -- context -----------------------------------------------------------------------------------
     def __enter__(self) -> QuietRun:
-        import logging
-
         self._saved = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = self  # type: ignore[assignment]
         # kfp.local swaps the root logger's handlers per task and restores the previous ones (also
@@ -261,16 +277,19 @@ class QuietRun(io.TextIOBase):
         self._handlers = root.handlers[:]
         root.handlers = [logging.StreamHandler(self)]
         self._print = builtins.print  # kfp.local's indented print is not thread-safe: it can stay
+        self._watcher = threading.Thread(target=self._watch, name="quiet-run", daemon=True)
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        import logging
-
         logging.getLogger().handlers = self._handlers
         builtins.print = self._print
         sys.stdout, sys.stderr = self._saved
-        self._close_bar()
         if self._buf:
-            self._line(ANSI.sub("", self._buf))
+            self._lines.put(ANSI.sub("", self._buf))
             self.log.write("\n")
+        self._lines.put(None)
+        if self._watcher is not None:
+            self._watcher.join()
+        self._close_bar()
         self.log.close()

@@ -7,6 +7,8 @@ import io
 import logging
 import sys
 
+import pytest
+
 from pipelines.progress import QuietRun
 
 CYAN, GREEN, RED, RESET = "\x1b[96m", "\x1b[92m", "\x1b[91m", "\x1b[0m"
@@ -74,3 +76,20 @@ def test_parallel_shards_of_one_name_each_get_their_line(tmp_path):
     lines = term.getvalue().splitlines()
     assert q.tasks == 2 and len(lines) == 2 and all(x.startswith("ok iter1 assign") for x in lines)
     assert all(float(x.split()[3]) >= 0 for x in lines), lines
+
+
+@pytest.mark.timeout(60)
+def test_a_task_end_with_its_figures_on_s3_does_not_deadlock_a_logging_endpoint(s3_bucket, tmp_path):
+    """Ending a task reads the run root for its figures; on S3 that waits on other threads that log
+    (fsspec's I/O loop; here moto's server thread logging each request, as in the pipeline's S3
+    test) while kfp's log handler, the writer, holds its lock: this hung before."""
+    from kfp.local import logging_utils
+
+    term = io.StringIO()
+    end = f"Task {CYAN}'prepare'{RESET} finished with status {GREEN}SUCCESS{RESET}"
+    with QuietRun(str(tmp_path / "run.log"), f"{s3_bucket}/run", {"prepare": "prepare"}, terminal=term) as q:
+        with logging_utils.local_logger_context():  # kfp's own handler, as around each task
+            logging.info(end)
+            logging.warning("a warning from the parent")
+    assert q.tasks == 1 and term.getvalue().startswith("ok prepare"), term.getvalue()
+    assert "a warning from the parent" in (tmp_path / "run.log").read_text()

@@ -1,6 +1,6 @@
 """README's "Train on your own data" commands, run as written on a small corpus laid out like the
-example (the full pipeline run itself is the suite's one kfp.local run, tests/test_pipeline_local.py;
-here its --dry-run twin checks that exact command line)."""
+example (the full pipeline run itself is the suite's one kfp.local run, tests/test_pipeline_s3.py;
+here the README's run command line is checked with --dry-run)."""
 
 from __future__ import annotations
 
