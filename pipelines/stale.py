@@ -25,6 +25,7 @@ from mhubert.clustering.fit import fit_settings
 from mhubert.clustering.sample import sample_inputs, sample_settings
 from mhubert.config import iteration_schedule, iteration_train_overrides, load_sections
 from mhubert.corpus.manifest import manifest_settings
+from mhubert.errors import BadInput
 from mhubert.features.spec import FeatureSpec
 from mhubert.lid.train import LidTrainConfig, lid_settings
 from mhubert.train.run import RunArgs, plan_settings
@@ -39,12 +40,22 @@ def _reused(art: Artifact, settings: dict, inputs: dict, resumable: bool = False
     return decide(art, settings, inputs, on_change="stop", resumable=resumable) == "reuse"
 
 
-def check(root: str, corpus: str, preset: str, iterations: tuple[int, ...], on_change: str,
+def check(root: str, *args: Any, **kwargs: Any) -> None:
+    """Raise :class:`~mhubert.artifacts.StaleArtifact` when a stage of this run would find its
+    committed result made with other settings (see the module docstring; arguments: :func:`walk`).
+    A root whose committed files cannot be read is named in one line too."""
+    try:
+        walk(root, *args, **kwargs)
+    except OSError as e:
+        raise BadInput(f"--root {root}: cannot compare its committed results with these settings: "
+                       f"{e}") from None
+
+
+def walk(root: str, corpus: str, preset: str, iterations: tuple[int, ...], on_change: str,
           num_shards: int, train_overrides: list[str], cluster_overrides: list[str],
           lid_overrides: list[str], lid_probe: bool = True, init_model: str = "",
           init_index: str = "") -> None:
-    """Raise :class:`~mhubert.artifacts.StaleArtifact` when a stage of this run would find its
-    committed result made with other settings (see the module docstring)."""
+    """The chain of the run's stages, stopping at the first that computes or resumes."""
     if on_change == "force":
         return
     run = RunLayout(root)
