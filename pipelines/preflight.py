@@ -5,7 +5,9 @@ traceback minutes later inside a kfp task or torchrun: the preset (listing the v
 ``--set`` key and value type against the config dataclasses of the stage it goes to (and each
 iteration's preset overrides with them, so ``train.max_update=-5`` fails here), iterations against
 ``--init-model``, referenced URLs, shard counts, and the corpus layout, including the common
-one-level-shallow ``<root>/<lang>/<file>`` layout (named as such; ``--dataset NAME`` accepts it).
+one-level-shallow ``<root>/<lang>/<file>`` layout (named as such; ``--dataset NAME`` accepts it),
+and the no-stale-results rule: a stage whose committed result under ``--root`` was made with other
+settings stops the run here, naming them (:mod:`pipelines.stale`).
 """
 
 from __future__ import annotations
@@ -187,7 +189,15 @@ def check(args: argparse.Namespace, options: Any) -> Plan:
         if storage.local_path(corpus) is not None:
             corpus = os.path.abspath(storage.local_path(corpus) or corpus)
         corpus = check_corpus(corpus, args.dataset, root)
-    return Plan(corpus=corpus, root=root, corpus_format=args.format if sources else "", sources=sources,
+    plan = Plan(corpus=corpus, root=root, corpus_format=args.format if sources else "", sources=sources,
                 train_overrides=[f"{s}.{kv}" for s in TRAIN_SECTIONS for kv in routed[s]],
                 cluster_overrides=list(routed["clustering"]), lid_overrides=list(routed["lid"]))
+    from pipelines import stale  # the stages' settings functions (torch): only once the rest passed
+
+    stale.check(root, corpus, args.preset, tuple(options.iterations),
+                "resume" if args.resume else "force" if args.force else "stop", args.shards,
+                plan.train_overrides, plan.cluster_overrides, plan.lid_overrides,
+                lid_probe=not args.no_lid, init_model=args.init_model, init_index=args.init_index,
+                corpus_format=plan.corpus_format, sources=plan.sources)
+    return plan
 

@@ -147,3 +147,106 @@ def test_a_failing_stage_ends_with_its_one_line_cause(tmp_path, capsys):
     log = last.rsplit("full log: ", 1)[1].rstrip(")")
     assert os.path.exists(log) and "Traceback" in open(log).read()  # the full story is in the log
     assert "Traceback" not in err
+
+
+# -- the no-stale-results rule, before any stage starts -------------------------------------------
+# A root as a 1-iteration tiny run leaves it, made by the same library commands, with the same
+# arguments, that the components run (components/prepare.py, cluster.py, assign.py, train.py,
+# evaluate.py), on six 2.5 s noise files: seconds, not the minutes of a kfp.local run.
+STALE_RUN = ["--preset", "tiny", "--iterations", "1", "--shards", "2", "--set", "train.max_update=2",
+             "--set", "train.log_interval=1", "--cluster-set", "mode=exact",
+             "--cluster-set", "num_clusters=8"]
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory):
+    from mhubert.artifacts import RunLayout
+    from mhubert.config import iteration_schedule, iteration_train_overrides
+    from mhubert.train.__main__ import main as train_main
+
+    base = tmp_path_factory.mktemp("stale")
+    corpus, root = base / "corpus", str(base / "run")
+    for lang in ("en", "fr"):
+        for i in range(3):
+            _wav(corpus / "ds1" / lang / f"{i}.wav", 2.5, i + (10 if lang == "fr" else 0))
+    run = RunLayout(root)
+    it = run.iteration(1)
+    assert main(["corpus", "manifest", "--root", str(corpus), "--out", run.corpus.url, "--min-seconds", "2.0",
+                 "--max-seconds", "30.0", "--quiet"]) == 0
+    manifest = run.corpus.manifest_url
+    sets = ["--set", "mode=exact", "--set", "num_clusters=8"]
+    k = ["--num-clusters", str(iteration_schedule("tiny")[0]["num_clusters"])]  # the --set above wins
+    feat = ["--features", "mfcc", "--layer", "0"]
+    assert main(["cluster", "sample", "--manifest", manifest, "--out", it.clustering.url, "--preset", "tiny",
+                 *k, "--quiet", *feat, *sets]) == 0
+    assert main(["cluster", "fit", "--out", it.clustering.url, "--preset", "tiny", *k, "--quiet", *sets]) == 0
+    for shard in (0, 1):
+        assert main(["cluster", "assign", "--manifest", manifest, "--index", it.clustering.index.index_url,
+                     "--labels", it.labels.url, *feat, "--shard", str(shard), "--num-shards", "2",
+                     "--preset", "tiny", "--quiet"]) == 0
+    assert main(["cluster", "merge", "--labels", it.labels.url, "--num-shards", "2", "--quiet"]) == 0
+    train = ["--preset", "tiny", "--manifest", manifest, "--labels", it.labels.url, "--out", it.train.url]
+    for o in iteration_train_overrides("tiny", 1, ["train.max_update=2", "train.log_interval=1"]):
+        train += ["--set", o]
+    assert train_main(train) == 0
+    assert main(["lid", "train", "--model", it.train.model.url, "--manifest", manifest, "--out",
+                 it.eval.lid.url, "--preset", "tiny", "--quiet"]) == 0
+    for art in (run.corpus, it.clustering.sample, it.clustering.index, it.labels, it.train, it.eval.lid):
+        assert art.is_committed(), art
+    return {"corpus": str(corpus), "root": root}
+
+
+def _stale_run(capsys, trained_root, *extra, corpus=None):
+    rc = main(["pipeline", "run", "--local", "--corpus", corpus or trained_root["corpus"],
+               "--root", trained_root["root"], *STALE_RUN, *extra])
+    return rc, capsys.readouterr()
+
+
+def test_same_settings_pass_the_stale_check(trained_root, capsys):
+    """The check builds the fingerprints the stages committed (else it would stop a run they reuse)."""
+    rc, out = _stale_run(capsys, trained_root, "--dry-run")
+    assert rc == 0 and "nothing was run" in out.out, out.err
+
+
+@pytest.mark.parametrize("extra, stage, expected, resumable", [
+    # the reported bug: more updates on a root trained for fewer ran every stage before training
+    (["--set", "train.max_update=3"], "iter1/train", "recipe.train.max_update: 2 -> 3", True),
+    (["--cluster-set", "seed=5"], "iter1/clustering/sample", "clustering.seed: ", False),
+    (["--set", "lid.epochs=7"], "iter1/eval/lid", "lid.epochs: ", False),
+])
+def test_other_settings_stop_before_any_stage(trained_root, capsys, extra, stage, expected, resumable):
+    from mhubert.artifacts import RunLayout
+
+    run = RunLayout(trained_root["root"])
+    markers = {a.url: open(a.marker_url).read() for a in (run.corpus, run.iteration(1).train)}
+    rc, out = _stale_run(capsys, trained_root, *extra)
+    assert rc == 2, out
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mhubert pipeline: error: "), out.err
+    line = lines[0]
+    assert f"{trained_root['root']}/{stage} was produced with other settings" in line, line
+    assert expected in line and "--force" in line and ("--resume" in line) == resumable, line
+    assert "Traceback" not in out.err + out.out
+    # no stage started: no kfp.local run (its pipeline root and log), every result as it was
+    assert not os.path.exists(os.path.join(trained_root["root"], "_kfp")), os.listdir(trained_root["root"])
+    assert "kfp.local" not in out.out
+    assert {a.url: open(a.marker_url).read() for a in (run.corpus, run.iteration(1).train)} == markers
+
+
+def test_another_corpus_stops_at_the_corpus(trained_root, tmp_path, capsys):
+    import shutil
+
+    other = tmp_path / "corpus2"
+    shutil.copytree(trained_root["corpus"], other)
+    rc, out = _stale_run(capsys, trained_root, corpus=str(other))
+    assert rc == 2
+    line = out.err.strip()
+    assert f"{trained_root['root']}/corpus was produced with other settings (sources: [" in line, line
+    assert "\n" not in line and "--force" in line
+    assert not os.path.exists(os.path.join(trained_root["root"], "_kfp"))
+
+
+@pytest.mark.parametrize("choice", ["--resume", "--force"])
+def test_resume_and_force_pass_the_stale_check(trained_root, capsys, choice):
+    rc, out = _stale_run(capsys, trained_root, "--set", "train.max_update=3", choice, "--dry-run")
+    assert rc == 0, out.err

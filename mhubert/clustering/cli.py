@@ -25,6 +25,16 @@ from mhubert.features.spec import FeatureSpec
 SIGTERM_EXIT = 143   # 128 + SIGTERM, what a shell reports for a process ended by it
 
 
+def stage_config(preset: str, options: dict | None = None, sets: list[str] | None = None
+                 ) -> ClusteringConfig:
+    """The config a ``cluster`` command builds: the preset's ``clustering`` section, then its flags'
+    ``options`` (``{"num_clusters": K, ...}``), then ``--set`` items (a pipeline's preflight builds
+    the same to compare a committed result's settings)."""
+    cfg = from_preset(ClusteringConfig, "clustering", preset, dict(options or {}))
+    routed = route_overrides(sets, {"clustering": ClusteringConfig})
+    return apply_overrides(cfg, routed["clustering"])
+
+
 def _config(args: argparse.Namespace) -> ClusteringConfig:
     overrides: dict = {}
     for flag, key in (("num_clusters", "num_clusters"), ("index_factory", "index_factory"),
@@ -34,9 +44,7 @@ def _config(args: argparse.Namespace) -> ClusteringConfig:
             overrides[key] = v
     if getattr(args, "exact", False):
         overrides["label_method"] = "exact"
-    cfg = from_preset(ClusteringConfig, "clustering", args.preset, overrides)
-    routed = route_overrides(getattr(args, "set", None), {"clustering": ClusteringConfig})
-    return apply_overrides(cfg, routed["clustering"])
+    return stage_config(args.preset, overrides, getattr(args, "set", None))
 
 
 def _spec(args: argparse.Namespace) -> FeatureSpec:

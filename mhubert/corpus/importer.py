@@ -86,6 +86,22 @@ def read_sources(fmt: str, sources: Sequence[str], opts: ReadOptions) -> tuple[s
     return "", rows
 
 
+def import_settings(fmt: str, sources: str | Sequence[str], *, dataset: str | None = None,
+                    languages: Sequence[str] | None = None, splits: Sequence[str] | None = None,
+                    min_seconds: float = 2.0, max_seconds: float = 30.0, trust_metadata: bool = False,
+                    alpha: float = ALPHA, beta: float = BETA) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(settings, inputs)`` of an import with these arguments: what the corpus's fingerprint is
+    made of (a pipeline's preflight compares them with a committed corpus)."""
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    keep = _language_filter(languages)
+    settings = {"format": fmt, "sources": [s.rstrip("/") for s in sources], "dataset": dataset,
+                "languages": sorted(keep) if keep else None,
+                "splits": list(splits) if splits else None, "min_seconds": min_seconds,
+                "max_seconds": max_seconds, "trust_metadata": trust_metadata,
+                "alpha": alpha, "beta": beta}
+    return settings, {}
+
+
 def import_corpus(fmt: str, sources: str | Sequence[str], out: str, *, dataset: str | None = None,
                   languages: Sequence[str] | None = None, splits: Sequence[str] | None = None,
                   min_seconds: float = 2.0, max_seconds: float = 30.0, workers: int = 32,
@@ -100,12 +116,10 @@ def import_corpus(fmt: str, sources: str | Sequence[str], out: str, *, dataset: 
         raise BadInput(f"bad duration range [{min_seconds}, {max_seconds}] s")
     keep = _language_filter(languages)
     corpus = Corpus(out)
-    settings = {"format": fmt, "sources": [s.rstrip("/") for s in sources], "dataset": dataset,
-                "languages": sorted(keep) if keep else None,
-                "splits": list(splits) if splits else None, "min_seconds": min_seconds,
-                "max_seconds": max_seconds, "trust_metadata": trust_metadata,
-                "alpha": alpha, "beta": beta}
-    decision = decide(corpus, settings, {}, on_change=on_change)
+    settings, inputs = import_settings(fmt, sources, dataset=dataset, languages=languages, splits=splits,
+                                       min_seconds=min_seconds, max_seconds=max_seconds,
+                                       trust_metadata=trust_metadata, alpha=alpha, beta=beta)
+    decision = decide(corpus, settings, inputs, on_change=on_change)
     if decision == "reuse":
         return ImportResult.reused(corpus)
     opts = ReadOptions(dataset=dataset, splits=tuple(splits) if splits else None, out=out,

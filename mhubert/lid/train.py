@@ -80,6 +80,13 @@ def _manifest_identity(manifest_url: str) -> str:
     return hash_url(manifest_url).sha256
 
 
+def lid_settings(model_uri: str, manifest_url: str, cfg: LidTrainConfig) -> tuple[dict, dict]:
+    """``(settings, inputs)`` of :func:`train_lid` with these arguments (the head's fingerprint)."""
+    settings = {"lid": asdict(cfg), "model": model_uri, "manifest": manifest_url}
+    inputs = {"model": model_identity(model_uri), "manifest": _manifest_identity(manifest_url)}
+    return settings, inputs
+
+
 def train_lid(model_uri: str, manifest_url: str, out_dir: str, cfg: LidTrainConfig | None = None,
               on_change: str = "stop", progress: bool = True) -> dict:
     """Extract features, split, fit; write head.pt + labels.json + split.json + metrics.json and
@@ -87,8 +94,7 @@ def train_lid(model_uri: str, manifest_url: str, out_dir: str, cfg: LidTrainConf
     :func:`mhubert.lid.metrics.classification_report`); a reused head returns its recorded ones."""
     cfg = cfg or LidTrainConfig()
     art = LidHead(out_dir)
-    settings = {"lid": asdict(cfg), "model": model_uri, "manifest": manifest_url}
-    inputs = {"model": model_identity(model_uri), "manifest": _manifest_identity(manifest_url)}
+    settings, inputs = lid_settings(model_uri, manifest_url, cfg)
     if decide(art, settings, inputs, on_change=on_change) == "reuse":
         log.info("%s: reused (same model, manifest and options)", out_dir)
         return art.read_json("metrics.json")

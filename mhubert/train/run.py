@@ -69,8 +69,10 @@ def input_fingerprint(url: str) -> str:
     raise BadInput(f"{url} is neither a committed artifact nor a file")
 
 
-def _plan(args: RunArgs, recipe: Recipe, run: TrainRun) -> tuple[str, dict, dict, int]:
-    """``(decision, settings, inputs, num_classes)`` (rank 0; may uncommit or clear the run)."""
+def plan_settings(args: RunArgs, recipe: Recipe | None = None) -> tuple[dict, dict]:
+    """``(settings, inputs)`` of the run ``args`` describe: what its fingerprint is made of (read
+    only; the labels must be committed). A pipeline's preflight compares them with a committed run."""
+    recipe = recipe or Recipe.load(args.preset, args.overrides)
     labels = Labels(args.labels)
     num_classes = int(args.num_classes or labels.info.get("num_clusters") or 0)
     if num_classes < 1:
@@ -78,6 +80,13 @@ def _plan(args: RunArgs, recipe: Recipe, run: TrainRun) -> tuple[str, dict, dict
     settings = {"recipe": recipe.settings(), "num_classes": num_classes}
     inputs = {"labels": input_fingerprint(args.labels), "manifest": input_fingerprint(args.manifest),
               "init_model": input_fingerprint(args.init_from) if args.init_from else None}
+    return settings, inputs
+
+
+def _plan(args: RunArgs, recipe: Recipe, run: TrainRun) -> tuple[str, dict, dict, int]:
+    """``(decision, settings, inputs, num_classes)`` (rank 0; may uncommit or clear the run)."""
+    settings, inputs = plan_settings(args, recipe)
+    num_classes = settings["num_classes"]
     decision = decide(run, settings, inputs, on_change=args.on_change, resumable=True)
     if decision == "compute":
         decision = _check_checkpoints(args.on_change, run, settings, inputs)
