@@ -44,7 +44,7 @@ def own_corpus(tmp_path, monkeypatch):
 def test_readme_own_data_commands_run(own_corpus, capsys):
     cmds = _commands()
     kinds = [c.split()[1] if c.startswith("mhubert") else c.split()[0] for c in cmds]
-    assert kinds == ["corpus", "pipeline", "pipeline", "plan", "serve", "curl", "curl", "curl"], cmds
+    assert kinds == ["corpus", "pipeline", "pipeline", "plan", "serve", "curl", "curl", "curl", "curl"], cmds
     tiny = yaml.safe_load((README.parent / "mhubert" / "presets" / "tiny.yaml").read_text())
     tiny_layers = tiny["model"]["num_layers"]
     for cmd in cmds:
@@ -58,7 +58,7 @@ def test_readme_own_data_commands_run(own_corpus, capsys):
         assert argv[0] == "mhubert"
         if argv[1] == "serve":
             args = build_parser().parse_args(argv[1:])  # runs a server: only its arguments here
-            assert args.model_uri == "my-run/serving/model" and args.lid_uri == "my-run/serving/lid"
+            assert args.model_uri == "my-run/serving"   # the bundle: model, LID head and units index
             continue
         if argv[1] == "pipeline" and "--dry-run" not in argv:
             assert f"{cmd} --dry-run" in cmds, "the dry run must check the very command the README runs"
