@@ -16,6 +16,7 @@ training loader, label assignment) go by the decoded audio.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,13 @@ def read_sources(fmt: str, sources: Sequence[str], opts: ReadOptions) -> tuple[s
     return "", rows
 
 
+def _identity(src: str) -> str:
+    """A source as it enters the fingerprint: a local path made absolute (``my-corpus`` and
+    ``/home/u/my-corpus`` are the same corpus), a URL as given; no trailing slash."""
+    local = storage.local_path(src)
+    return (os.path.abspath(local) if local is not None else src).rstrip("/")
+
+
 def import_settings(fmt: str, sources: str | Sequence[str], *, dataset: str | None = None,
                     languages: Sequence[str] | None = None, splits: Sequence[str] | None = None,
                     min_seconds: float = 2.0, max_seconds: float = 30.0, trust_metadata: bool = False,
@@ -94,7 +102,7 @@ def import_settings(fmt: str, sources: str | Sequence[str], *, dataset: str | No
     made of (a pipeline's preflight compares them with a committed corpus)."""
     sources = [sources] if isinstance(sources, str) else list(sources)
     keep = _language_filter(languages)
-    settings = {"format": fmt, "sources": [s.rstrip("/") for s in sources], "dataset": dataset,
+    settings = {"format": fmt, "sources": [_identity(s) for s in sources], "dataset": dataset,
                 "languages": sorted(keep) if keep else None,
                 "splits": list(splits) if splits else None, "min_seconds": min_seconds,
                 "max_seconds": max_seconds, "trust_metadata": trust_metadata,
