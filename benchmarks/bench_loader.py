@@ -66,6 +66,7 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     from mhubert import storage
+    from mhubert.artifacts import Labels, dictionary_text
     from mhubert.artifacts.manifest import Manifest
     from mhubert.data.dataset import DataConfig, EpochPlanner, LabeledAudio
 
@@ -89,7 +90,8 @@ def main() -> None:
         b = io.BytesIO()
         np.save(b, arr)
         storage.atomic_write(f"s3://bench/labels/{name}", b.getvalue())
-    storage.write_marker("s3://bench/labels", {"num_clusters": 100, "label_rate": 50})
+    storage.atomic_write_text("s3://bench/labels/dict.km.txt", dictionary_text(100))
+    Labels("s3://bench/labels").commit({"num_clusters": 100, "label_rate": 50})
 
     cfg = DataConfig(num_workers=args.workers, io_threads=args.io_threads, prefetch_batches=args.prefetch)
     with S3Proxy(moto, latency_s=args.latency_ms / 1000) as proxy:

@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     redaction.install()  # DEBUG logs of botocore print request headers: mask credentials
+    if not args.verbose:  # faiss's loader reports each CPU build it skips: noise that reads like a failure
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
