@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import faiss
 import numpy as np
 import pytest
 import torch
-from helpers.clustering import HeldAudio, exact_index, make_corpus, ref_mfcc
+from helpers.clustering import HeldAudio, exact_index, make_corpus, ref_mfcc, sigterm_while_held
 
 from mhubert import storage
 from mhubert.artifacts import CorruptArtifact, Index, Labels, Manifest, StaleArtifact
@@ -249,15 +248,8 @@ def test_sigterm_stops_assign_at_a_shard_boundary_and_rerun_completes(tmp_path):
     cmd = [sys.executable, "-m", "mhubert", "cluster", "assign", "--manifest", http_manifest,
            "--index", iurl, "--labels", labels, "--batch-size", "1", "--quiet"]
     try:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert served.requested.wait(timeout=120), "the child never asked for utterance 2"
-            proc.send_signal(signal.SIGTERM)
-            served.release.set()
-            out, err = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-        assert proc.returncode == 143, err
+        rc, err = sigterm_while_held(cmd, env, served)
+        assert rc == 143, err
         assert "stopped by SIGTERM" in err and "nothing partial" in err
         assert _visible(labels) == [] and not Labels(labels).is_committed()
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)

@@ -6,13 +6,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers.clustering import HeldAudio, make_corpus, ref_mfcc
+from helpers.clustering import HeldAudio, make_corpus, ref_mfcc, sigterm_while_held
 
 from mhubert import storage
 from mhubert.artifacts import ClusteringSample, Manifest, StaleArtifact
@@ -110,15 +109,8 @@ def test_sigterm_stops_sampling_at_a_part_boundary_and_rerun_completes(tmp_path)
     cmd = [sys.executable, "-m", "mhubert", "cluster", "sample", "--manifest", http_manifest, "--out", clu,
            "--budget-gb", "0.001", "--batch-size", "1", "--quiet", "--preset", "tiny"]
     try:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert served.requested.wait(timeout=120), "the child never asked for utterance 2"
-            proc.send_signal(signal.SIGTERM)
-            served.release.set()
-            _, err = proc.communicate(timeout=120)
-        finally:
-            proc.kill()
-        assert proc.returncode == 143, err
+        rc, err = sigterm_while_held(cmd, env, served)
+        assert rc == 143, err
         assert "stopped by SIGTERM" in err
         sample_dir = tmp_path / "clu" / "sample"
         assert not ClusteringSample(str(sample_dir)).is_committed()

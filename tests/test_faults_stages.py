@@ -7,16 +7,14 @@ its marker. A tiny chain on S3: corpus manifest -> cluster sample -> fit -> assi
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from helpers.corpora import write_tone_corpus
 
 from mhubert import storage
 from mhubert.artifacts import ClusteringSample, Corpus, Index, Labels, Model, TrainRun
@@ -37,14 +35,7 @@ def chain(s3_server):
     s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}).mkdir(bucket)
     s3fs.S3FileSystem.clear_instance_cache()
     root = f"s3://{bucket}"
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        n = 16000 * 2 + 4000 * i
-        t = np.arange(n) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t) + 0.05 * rng.standard_normal(n)
-        buf = io.BytesIO()
-        sf.write(buf, wav.astype(np.float32), 16000, format="WAV", subtype="PCM_16")
-        storage.atomic_write(f"{root}/audio/ds{i % 2}/{('en', 'de', 'fr')[i % 3]}/u{i}.wav", buf.getvalue())
+    write_tone_corpus(root)
     s3fs.S3FileSystem.clear_instance_cache()
     return {"root": root, "manifest": f"{root}/corpus/manifest.tsv", "clu": f"{root}/clu",
             "labels": f"{root}/labels", "train": f"{root}/train", "served": f"{root}/serving/model"}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers.corpora import write_tone_corpus
 
 from mhubert import storage
 
@@ -71,20 +72,9 @@ def _stored_bytes(env: dict) -> dict[str, bytes]:
     return out
 
 
-def _write_corpus(root: str) -> None:
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        n = 16000 * 2 + 4000 * i
-        t = np.arange(n) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (200 + 90 * i) * t) + 0.05 * rng.standard_normal(n)
-        buf = io.BytesIO()
-        sf.write(buf, wav.astype(np.float32), 16000, format="WAV", subtype="PCM_16")
-        storage.atomic_write(f"{root}/audio/ds{i % 2}/{('en', 'de', 'fr')[i % 3]}/u{i}.wav", buf.getvalue())
-
-
 def test_a_pipeline_run_keeps_the_secrets_out_of_logs_and_artifacts(secret_env):
     root = secret_env["root"]
-    _write_corpus(root)
+    write_tone_corpus(root)
     m = f"{root}/corpus/manifest.tsv"
     runs = [
         ["-v", "corpus", "manifest", "--root", f"{root}/audio", "--out", f"{root}/corpus",

@@ -98,3 +98,20 @@ class HeldAudio:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def sigterm_while_held(cmd: list[str], env: dict, served: HeldAudio, timeout: float = 120) -> tuple[int, str]:
+    """Run ``cmd``, send it SIGTERM once it asks ``served`` for the held file, then let the file go;
+    returns (exit code, stderr). The child is killed whatever happens."""
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert served.requested.wait(timeout=timeout), "the child never asked for the held file"
+        proc.send_signal(signal.SIGTERM)
+        served.release.set()
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()
+    return proc.returncode, err
