@@ -183,7 +183,7 @@ def trained_root(tmp_path_factory):
     for shard in (0, 1):
         assert main(["cluster", "assign", "--manifest", manifest, "--index", it.clustering.index.index_url,
                      "--labels", it.labels.url, *feat, "--shard", str(shard), "--num-shards", "2",
-                     "--preset", "tiny", "--quiet"]) == 0
+                     "--preset", "tiny", "--quiet", *sets]) == 0
     assert main(["cluster", "merge", "--labels", it.labels.url, "--num-shards", "2", "--quiet"]) == 0
     train = ["--preset", "tiny", "--manifest", manifest, "--labels", it.labels.url, "--out", it.train.url]
     for o in iteration_train_overrides("tiny", 1, ["train.max_update=2", "train.log_interval=1"]):
