@@ -137,9 +137,13 @@ def _hours(h: float | None) -> str:
     return f"{h:,.1f} h" if h < 48 else f"{h / 24:,.1f} days"
 
 
+def _audio(h: float) -> str:
+    return f"{h:,.1f} h" if h >= 1 else f"{h * 60:,.1f} min"
+
+
 def render(p: dict[str, Any]) -> str:
     c, d, r = p["corpus"], p["devices"], p["rate"]
-    audio = f"{c['hours']:,.1f} h" if c["hours"] >= 1 else f"{c['hours'] * 60:.1f} min"
+    audio = _audio(c["hours"])
     est = c.get("estimate")  # a folder or --src corpus: durations read before the import
     partial = bool(est) and est["sampled"] < est["files"]
     how = ""
@@ -161,7 +165,7 @@ def render(p: dict[str, Any]) -> str:
             f"iteration {it['iteration']} ({it['features']}, {it['label_rate']} Hz labels, "
             f"K={it['num_clusters']}): "
             f"{it['updates']:,} updates x {it['samples_per_update'] / 16000:,.0f} s of audio = "
-            f"<= {it['audio_hours_seen']:,.0f} h seen ({it['corpus_passes']:,.1f} passes over the corpus); "
+            f"<= {_audio(it['audio_hours_seen'])} seen ({it['corpus_passes']:,.1f} passes over the corpus); "
             f"{_hours(it['device_hours'])} device time, {_hours(it['wall_hours'])} wall; "
             f"labels {_size(it['label_bytes'])} ({it['label_frames']:,} frames x 2 B); "
             f"clustering sample {it['sample_rows']:,} rows x {it['feature_dim']} = "

@@ -3,10 +3,10 @@
 :func:`pipelines.plan.plan_samples` needs the utterances' lengths. A manifest TSV has them in its
 rows. A folder (``<dataset>/<lang>/<file>``, or ``<lang>/<file>`` with ``--dataset``) or
 ``--format``/``--src`` sources have not been imported yet: they are listed by the import's own
-readers (:func:`mhubert.corpus.importer.read_sources`) and measured as the import will measure them,
-from the release's metadata where it has durations, else from the audio headers
-(:func:`mhubert.corpus.headers.read_headers`, the import's reader: one ranged read per file in most
-cases), then kept within the prepare stage's duration range. Up to :data:`PREVIEW_FILES` files are
+readers (:func:`mhubert.corpus.importer.read_sources`) and measured as the import will measure them:
+from the audio headers (:func:`mhubert.corpus.headers.read_headers`, the import's reader: one ranged
+read per file in most cases), with the import's rules for rows it rejects and for metadata
+durations, then kept within the prepare stage's duration range. Up to :data:`PREVIEW_FILES` files are
 all measured; a larger corpus by a seeded random sample of that many, scaled to the whole, and the
 preview says it is an estimate. The ``hf`` format writes its audio while it is read, so it has no
 preview before the import.
@@ -20,7 +20,8 @@ from typing import Any
 from mhubert import storage
 from mhubert.constants import SAMPLE_RATE
 from mhubert.corpus.headers import read_headers
-from mhubert.corpus.importer import read_sources
+from mhubert.corpus.importer import MISMATCH, read_sources
+from mhubert.corpus.langs import try_normalize
 from mhubert.corpus.sources import ReadOptions
 from pipelines.plan import plan, plan_samples, render
 
@@ -28,26 +29,39 @@ PREVIEW_FILES = 1000   # audio files measured at most (a few seconds of ranged r
 NO_PREVIEW = ("hf",)   # formats whose reader writes the audio out (needs the import's output)
 
 
-def corpus_lengths(fmt: str, sources: list[str], seconds: tuple[float, float],
-                   limit: int = PREVIEW_FILES, seed: int = 0) -> tuple[list[int], float, dict[str, Any]]:
+def corpus_lengths(fmt: str, sources: list[str], seconds: tuple[float, float], limit: int | None = None,
+                   seed: int = 0) -> tuple[list[int], float, dict[str, Any]]:
     """``(lengths, scale, corpus)`` of the utterances the import of ``sources`` (laid out as ``fmt``)
-    will keep: lengths in 16 kHz samples of every usable file or of a random ``limit`` of them
-    (``scale`` = files / measured), and the ``corpus`` record :func:`plan_samples` takes."""
+    will keep, by the import's rules (rows the source rejects, duplicates and unknown language codes
+    left out; the header's length, the metadata's where they differ by more than 1 %; unreadable
+    files and lengths outside ``seconds`` dropped): lengths in 16 kHz samples of every usable file, or
+    of a seeded random ``limit`` (default :data:`PREVIEW_FILES`) of them, ``scale`` = files /
+    measured; and the ``corpus`` record :func:`plan_samples` takes."""
+    limit = limit or PREVIEW_FILES
     root, rows = read_sources(fmt, sources, ReadOptions())
-    live = [r for r in rows if r.reject is None]
+    live, seen = [], set()
+    for r in rows:
+        if r.reject is not None or r.path in seen:
+            continue
+        seen.add(r.path)
+        lang, why = try_normalize(r.source_lang)
+        if why is None:
+            live.append((r, lang))
     picked = live if len(live) <= limit else [live[i] for i in sorted(random.Random(seed).sample(
         range(len(live)), limit))]
     url_of = (lambda p: storage.join(root, p)) if root else (lambda p: p)
-    need = [i for i, r in enumerate(picked) if r.n_samples is None]
-    measured, _ = read_headers([url_of(picked[i].path) for i in need])
-    n = [r.n_samples for r in picked]
-    for i, v in zip(need, measured.tolist(), strict=True):
-        n[i] = v
+    header, _ = read_headers([url_of(r.path) for r, _ in picked])
     lo, hi = round(seconds[0] * SAMPLE_RATE), round(seconds[1] * SAMPLE_RATE)
-    lengths = [int(v) for v in n if v is not None and v > 0 and lo <= v <= hi]
-    corpus = {"source": ", ".join(sources), "format": fmt,
-              "languages": len({r.source_lang for r in live}),
-              "estimate": {"files": len(live), "sampled": len(picked), "headers": len(need),
+    lengths, langs = [], set()
+    for (r, lang), h in zip(picked, header.tolist(), strict=True):
+        if h <= 0:
+            continue  # unreadable: the import rejects it
+        n = r.n_samples if r.n_samples is not None and abs(r.n_samples - h) > MISMATCH * h else h
+        if lo <= n <= hi:
+            lengths.append(int(n))
+            langs.add(lang)
+    corpus = {"source": ", ".join(sources), "format": fmt, "languages": len(langs),
+              "estimate": {"files": len(live), "sampled": len(picked),
                            "range": f"{seconds[0]:g}-{seconds[1]:g} s"}}
     return lengths, (len(live) / len(picked) if picked else 1.0), corpus
 

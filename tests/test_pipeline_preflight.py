@@ -138,8 +138,15 @@ def test_a_failing_stage_ends_with_its_one_line_cause(tmp_path, capsys):
     for lang in ("en", "fr"):
         _wav(tmp_path / "short" / "ds" / lang / "0.wav", 0.5)
     root = tmp_path / "run"
-    rc, err = _run(capsys, str(tmp_path / "short"), root)
+    rc = main(["pipeline", "run", "--local", "--corpus", str(tmp_path / "short"), "--root", str(root),
+               "--preset", "tiny", "--iterations", "1"])
+    cap = capsys.readouterr()
+    err = cap.err
     assert rc == 2, err
+    # the cost preview came first (scope 7), before kfp.local started: here it says what prepare will do
+    out = cap.out.splitlines()
+    assert out[0] == ("cost preview: none of the 2 audio files measured is within 2-30 s: the prepare stage "
+                      "will keep none") and out[1].startswith("running 1 iteration(s) with kfp.local"), out
     last = err.strip().splitlines()[-1]
     m = re.match(r"mhubert pipeline: error: (prepare|iter1 cluster) failed: mhubert (corpus manifest|cluster "
                  r"sample): .*(no utterance|no usable|too short|rejected)", last)
