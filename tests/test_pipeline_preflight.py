@@ -220,6 +220,9 @@ def test_same_settings_pass_the_stale_check(trained_root, capsys):
     (["--set", "train.max_update=3"], "iter1/train", "recipe.train.max_update: 2 -> 3", True),
     (["--cluster-set", "seed=5"], "iter1/clustering/sample", "clustering.seed: ", False),
     (["--set", "lid.epochs=7"], "iter1/eval/lid", "lid.epochs: ", False),
+    # the labelling method reaches `cluster assign` (components/assign.py), so it is the labels' setting
+    (["--cluster-set", "label_method=exact"], "iter1/labels", 'clustering.label_method: "auto" -> "exact"',
+     False),
 ])
 def test_other_settings_stop_before_any_stage(trained_root, capsys, extra, stage, expected, resumable):
     from mhubert.artifacts import RunLayout
