@@ -164,7 +164,8 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
                                  model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
                                  preset=preset, init_index=init_index if n == first else "",
-                                 lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change),
+                                 lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change,
+                                 cluster_overrides=cluster_overrides),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         # the units index is fit on the served model's features (layer units_layer): a GPU task
