@@ -30,9 +30,11 @@ PYTHON=${PYTHON:-python3}
 STANDIN_BASE=${STANDIN_BASE:-localhost/mhubert-standin-base:bookworm-python3.11}
 LOG_DIR=${LOG_DIR:-build/images}
 
-# podman's default RLIMIT_NOFILE (1048576) is above what a container sandbox may allow: use the host's.
+# podman's default open-file limit (1048576) is above what a container sandbox may allow: the host's;
+# processes: at most podman build's default (32768).
 NOFILE=$(ulimit -Hn); [[ $NOFILE == unlimited ]] && NOFILE=1048576
-ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE")
+NPROC=$(ulimit -Hu); [[ $NPROC == unlimited || $NPROC -gt 32768 ]] && NPROC=32768  # podman build's own
+ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
 
 log() { printf '[images] %s\n' "$*" >&2; }
 die() { printf 'images: %s\n' "$*" >&2; exit 2; }

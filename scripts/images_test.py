@@ -54,11 +54,17 @@ def cli(*args: str) -> list[str]:
 
 
 def run_opts() -> list[str]:
+    """podman's default open-file and process limits are above what a container sandbox may allow: the
+    host's open-file limit, and at most 32768 processes (what `podman build` itself sets)."""
     import resource
 
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    hard = 1048576 if hard == resource.RLIM_INFINITY else hard
-    return ["--ulimit", f"nofile={hard}:{hard}"]
+    out = []
+    limits = (("nofile", resource.RLIMIT_NOFILE, 1048576), ("nproc", resource.RLIMIT_NPROC, 32768))
+    for name, limit, cap in limits:
+        hard = resource.getrlimit(limit)[1]
+        hard = cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+        out += ["--ulimit", f"{name}={hard}:{hard}"]
+    return out
 
 
 def sh(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
