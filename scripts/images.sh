@@ -137,14 +137,21 @@ build() {
   log "built $name in ${secs}s, $(( size / 1000000 )) MB"
 }
 
-mkdir -p "$LOG_DIR"
-cmd=${1:-build}; shift || true
-case $cmd in
-  base) make_standin ;;
-  build)
-    roles=("$@"); [[ ${#roles[@]} -gt 0 ]] || roles=(cpu gpu api)
-    for r in "${roles[@]}"; do
-      case $r in cpu|gpu|api) build "$r" ;; *) die "unknown image role $r (cpu, gpu or api)" ;; esac
-    done ;;
-  *) die "usage: scripts/images.sh base|build [cpu|gpu|api ...]" ;;
-esac
+main() {
+  mkdir -p "$LOG_DIR"
+  local cmd=${1:-build} r roles
+  shift || true
+  case $cmd in
+    base) make_standin ;;
+    build)
+      roles=("$@"); [[ ${#roles[@]} -gt 0 ]] || roles=(cpu gpu api)
+      for r in "${roles[@]}"; do
+        case $r in cpu|gpu|api) ;; *) die "unknown image role $r (cpu, gpu or api)" ;; esac
+      done
+      for r in "${roles[@]}"; do build "$r"; done ;;
+    *) die "usage: scripts/images.sh base|build [cpu|gpu|api ...]" ;;
+  esac
+}
+
+# Parsed whole before it runs: editing this file during a build does not change the running one.
+main "$@"

@@ -4,10 +4,12 @@ and hadolint (when installed) reports nothing."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -181,3 +183,23 @@ def test_hadolint(name):
     exe = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
     proc = subprocess.run([exe, "--no-color", str(IMAGES / name)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_make_images_rejects_an_unknown_role_before_building(tmp_path):
+    """`make images IMAGES=...` with a role that has no Dockerfile stops with one line, exit code 2,
+    before any base image is resolved or built."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "images.sh"), "build", "cpu", "tpu"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CONTAINER_CLI": "false", "LOG_DIR": str(tmp_path / "logs")})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "images: unknown image role tpu (cpu, gpu or api)"
+
+
+def test_images_test_builds_nothing_and_names_a_missing_image():
+    """`make images-test` on a machine where the image is not built says which, exit code 2."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "images_test.py"), "api"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONTAINER_CLI": "false",
+                               "MHUBERT_API_IMAGE": "localhost/mhubert-api:not-built"})
+    assert proc.returncode == 2, proc.stderr
+    assert "localhost/mhubert-api:not-built is not built (make images)" in proc.stderr
