@@ -148,6 +148,10 @@ main() {
       for r in "${roles[@]}"; do
         case $r in cpu|gpu|api) ;; *) die "unknown image role $r (cpu, gpu or api)" ;; esac
       done
+      if [[ $CLI == podman && $(podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null) == vfs ]]; then
+        log "warning: podman's storage driver is vfs (every layer a full copy: several times the disk);" \
+            "overlay: docs/benchmarks.md, Container images"
+      fi
       for r in "${roles[@]}"; do build "$r"; done ;;
     *) die "usage: scripts/images.sh base|build [cpu|gpu|api ...]" ;;
   esac
