@@ -215,8 +215,12 @@ NAMES = {"api": images.API_IMAGE, "cpu": images.CPU_IMAGE, "gpu": images.GPU_IMA
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("roles", nargs="*", choices=[[], *TESTS], help="images to test (default: those built)")
+    ap.add_argument("roles", nargs="*", help="cpu, gpu, api (default: those built)")
     args = ap.parse_args(argv)
+    unknown = [r for r in args.roles if r not in TESTS]
+    if unknown:
+        print(f"images-test: unknown image role {unknown[0]} (cpu, gpu or api)", file=sys.stderr)
+        return 2
     roles = args.roles or [r for r in TESTS if exists(NAMES[r])]
     if not roles:
         print("images-test: no image is built (make images)", file=sys.stderr)
