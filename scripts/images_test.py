@@ -7,8 +7,9 @@
 - CPU image: the prepare component's command (``mhubert corpus import --format dir``) on a mounted tone
   corpus, as uid 10001 without a network; the committed corpus is read back here with the library's
   own reader. Then torch, faiss and a forward pass of the tiny model inside the image.
-- GPU image (when built): torch, faiss (GPU count, 0 without a GPU), the trainer's ``--help`` and a CPU
-  forward pass.
+- GPU image (when built): torch, faiss (GPU count, 0 without a GPU), a CPU forward pass, the image's
+  command (the trainer's ``--help``) and the TrainJob's command (``torchrun -m mhubert.train``) under the
+  torch plugin's ``PET_*`` environment.
 
 Usage: ``python scripts/images_test.py [cpu] [gpu] [api]`` (default: every image that exists). The
 container CLI is podman (or ``CONTAINER_CLI``). Not part of ``make test``: it needs built images.
@@ -35,6 +36,7 @@ import soundfile as sf
 from mhubert import images
 from mhubert.artifacts import RunLayout
 from mhubert.constants import SAMPLE_RATE
+from mhubert.jobs.trainjob import COMMAND as TRAINJOB_COMMAND
 
 CLI = os.environ.get("CONTAINER_CLI") or ("podman" if shutil.which("podman") else "docker")
 UID = "10001"
@@ -206,7 +208,13 @@ def test_gpu(work: str) -> None:
                     "import faiss, torch; print('faiss', faiss.__version__, 'gpus', faiss.get_num_gpus(), "
                     "'cuda', torch.version.cuda); " + FORWARD))
     sh(*cli("run", "--rm", "--network", "none", *run_opts(), image))  # its CMD: the trainer's --help
-    print(f"gpu: {image}: {' '.join(probe.stdout.split())}")
+    # the TrainJob's command under the torch plugin's environment (one node, one process)
+    pet = {"PET_NNODES": "1", "PET_NPROC_PER_NODE": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
+           "PET_MASTER_PORT": "29500"}
+    env = [a for k, v in pet.items() for a in ("-e", f"{k}={v}")]
+    job = sh(*cli("run", "--rm", "--network", "none", *run_opts(), *env, image, *TRAINJOB_COMMAND, "--help"))
+    assert "--max-update" in job.stdout or "usage:" in job.stdout, job.stdout[-1000:]
+    print(f"gpu: {image}: {' '.join(probe.stdout.split())}; `{' '.join(TRAINJOB_COMMAND)} --help` ran")
 
 
 TESTS = {"api": test_api, "cpu": test_cpu, "gpu": test_gpu}
