@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 DEMO_ROOT ?= demo-output
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench compile clean
+.PHONY: install demo test lint bench compile clean images images-test base-image
 
 install:
 	@bash scripts/bootstrap.sh
@@ -28,3 +28,17 @@ clean:
 .PHONY: audit
 audit:
 	@bash scripts/audit.sh
+
+# Container images (scripts/images.sh; podman, or docker). Not part of `make test`. Names from
+# mhubert/images.py; where no registry answers, they are built on a stand-in base made once from Debian
+# packages (`make base-image`, cached in the container store). IMAGES picks roles: make images IMAGES=api
+IMAGES ?= cpu gpu api
+
+images:
+	@bash scripts/images.sh build $(IMAGES)
+
+images-test: install
+	PYTHONPATH=$(CURDIR) $(PY) scripts/images_test.py $(IMAGES)
+
+base-image:
+	@bash scripts/images.sh base

@@ -4,10 +4,12 @@ and hadolint (when installed) reports nothing."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -17,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "images"
 DOCKERFILES = ["Dockerfile.cpu", "Dockerfile.gpu"]
 # served by the API image (top-level Dockerfile), not by the pipeline images
-API_ONLY = {"fastapi", "uvicorn", "python-multipart", "prometheus-client"}
+API_ONLY = {"fastapi", "uvicorn", "python-multipart"}
 
 
 def _norm(name: str) -> str:
@@ -76,12 +78,33 @@ def requirements(path: Path) -> dict[str, str]:
     return pins
 
 
+def base_images(path: Path) -> list[str]:
+    """The base of each FROM, with ``${ARG}`` taken from the ARG defaults declared before the first FROM
+    (how builders resolve it when no ``--build-arg`` is given)."""
+    ins = instructions(path)
+    first = next(i for i, (op, _) in enumerate(ins) if op == "FROM")
+    args = dict(a.split("=", 1) for op, a in ins[:first] if op == "ARG" and "=" in a)
+    out = []
+    for op, a in ins:
+        if op == "FROM":
+            ref = a.split()[0]
+            out.append(re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], ref))
+    return out
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_base_image_is_an_argument(name):
+    """`make images` builds on a stand-in base where no registry answers (scripts/images.sh): every
+    stage's FROM is ``${BASE_IMAGE}``, whose default is the real base."""
+    froms = [a.split()[0] for op, a in instructions(IMAGES / name) if op == "FROM"]
+    assert froms and all(f == "${BASE_IMAGE}" for f in froms), froms
+
+
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_base_image_pinned(name):
-    froms = [a for op, a in instructions(IMAGES / name) if op == "FROM"]
+    froms = base_images(IMAGES / name)
     assert froms
-    for ref in froms:
-        image = ref.split()[0]
+    for image in froms:
         assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+[\w.\-]*$", image), \
             f"{name}: base {image} is not pinned to an exact version or digest"
         assert not image.endswith(":latest")
@@ -160,3 +183,23 @@ def test_hadolint(name):
     exe = shutil.which("hadolint") or str(ROOT / ".venv/bin/hadolint")
     proc = subprocess.run([exe, "--no-color", str(IMAGES / name)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_make_images_rejects_an_unknown_role_before_building(tmp_path):
+    """`make images IMAGES=...` with a role that has no Dockerfile stops with one line, exit code 2,
+    before any base image is resolved or built."""
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "images.sh"), "build", "cpu", "tpu"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CONTAINER_CLI": "false", "LOG_DIR": str(tmp_path / "logs")})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "images: unknown image role tpu (cpu, gpu or api)"
+
+
+def test_images_test_builds_nothing_and_names_a_missing_image():
+    """`make images-test` on a machine where the image is not built says which, exit code 2."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "images_test.py"), "api"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONTAINER_CLI": "false",
+                               "MHUBERT_API_IMAGE": "localhost/mhubert-api:not-built"})
+    assert proc.returncode == 2, proc.stderr
+    assert "localhost/mhubert-api:not-built is not built (make images)" in proc.stderr
