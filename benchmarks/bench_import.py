@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -122,6 +123,7 @@ def main() -> None:
         write(src, args.rows, args.languages)
         return
     if args.import_only:
+        shutil.rmtree(out, ignore_errors=True)  # a committed corpus of the same settings would be reused
         print(json.dumps(measure(src, out, args.rows, args.languages)))
         return
     common = ["--rows", str(args.rows), "--languages", str(args.languages), "--dir", args.dir]

@@ -2,10 +2,10 @@
 
 :class:`KeySet` holds a large set of names (a release's audio listing) or a name -> int map (its
 duration table) as two sorted 64-bit hash columns, 16 bytes a key, instead of Python strings in a
-``set``/``dict`` (about 150 bytes a key). Two independent hashes make a false match about 2^-128 per
-lookup. :class:`RowColumns` accumulates the rows a reader yields: paths as one UTF-8 buffer with
-offsets, language codes, datasets and speakers as small-integer ids into name tables, durations as
-int64 (-1: none), and the transcripts spooled to a local temporary file (read back in order when
+``set``/``dict`` (about 150 bytes a key); two hashes make a false match about 2^-128 per lookup.
+:class:`RowColumns` accumulates the rows a reader yields: paths as UTF-8 buffers with offsets,
+language codes and datasets as small-integer ids into name tables, durations as int32 (-1: none),
+and speakers and transcripts spooled to a local temporary file (read back in order when
 ``utterances.tsv`` is written). Rows a reader already rejects go to a reject spool at once. Nothing
 here keeps a Python object per row. Hand-written because neither numpy nor pyarrow offers an
 appendable string column or a compact hashed set of strings with per-key lookups.
@@ -13,7 +13,6 @@ appendable string column or a compact hashed set of strings with per-key lookups
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from array import array
 from collections import Counter
@@ -25,9 +24,9 @@ CHUNK = 1 << 16  # rows per packed chunk
 
 
 def _h2(key: str) -> tuple[int, int]:
-    """Two 64-bit hashes of ``key`` (the process's str hash, and blake2b's: independent)."""
-    return hash(key), int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(),
-                                     "little", signed=True)
+    """Two 64-bit hashes of ``key``: the process's (keyed SipHash) of the key and of the key
+    reversed, independent but for palindromes."""
+    return hash(key), hash(key[::-1])
 
 
 class KeySet:
@@ -96,22 +95,37 @@ class _Names:
         return i
 
 
+def _offsets(parts: list[bytes]) -> np.ndarray:
+    """Offsets (k + 1) of ``parts`` joined: int32 unless the chunk passes 2 GiB."""
+    off = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, parts), dtype=np.int64, count=len(parts)), out=off[1:])
+    return off.astype(np.int32) if off[-1] < 2**31 else off
+
+
+def _clean(s: str) -> str:
+    return s.replace("\t", " ").replace("\r", " ").replace("\n", " ") if s else ""
+
+
 class RowColumns:
     """The rows of an import, as columns (see the module docstring). ``append`` each row a reader
-    yields; rejected rows go to :attr:`rejects` (a :class:`RejectSpool`) and are not stored."""
+    yields; rejected rows go to :attr:`rejects` (a :class:`RejectSpool`) and are not stored.
+
+    Per row: the path's bytes, 4 bytes of path offset, 4 of spool offset, 4 each for the duration,
+    the language and the dataset id (and an 8-byte path hash until :meth:`drop_hashes`). Rows are
+    packed in chunks of :data:`CHUNK`; speaker and transcript go to the spool as ``speaker<TAB>text``."""
 
     def __init__(self, rejects: RejectSpool) -> None:
         self.rejects = rejects
-        self.langs, self.datasets, self.speakers = _Names(), _Names(), _Names()
+        self.langs, self.datasets = _Names(), _Names()
         self._blobs: list[np.ndarray] = []
-        self._lens: list[np.ndarray] = []
+        self._poff: list[np.ndarray] = []
+        self._soff: list[np.ndarray] = []
+        self._sbase = [0]
         self._cur: list[bytes] = []
-        self._lang, self._ds, self._spk = array("i"), array("i"), array("i")
-        self._n = array("q")
+        self._rec: list[bytes] = []
+        self._lang, self._ds, self._n = array("i"), array("i"), array("i")
         self._hash = array("q")
-        self._text = tempfile.TemporaryFile(prefix="mhubert-import-text-")
-        self._text_off = array("q", [0])
-        self._text_pos = 0
+        self._spool = tempfile.TemporaryFile(prefix="mhubert-import-text-")
 
     def append(self, path: str, source_lang: str, dataset: str, speaker: str, text: str,
                n_samples: int | None, reject: str | None) -> None:
@@ -119,24 +133,23 @@ class RowColumns:
             self.rejects.add(path, reject)
             return
         self._cur.append(path.encode("utf-8"))
+        self._rec.append(f"{_clean(speaker)}\t{_clean(text)}".encode())
         self._hash.append(hash(path))
         self._lang.append(self.langs.id(source_lang))
         self._ds.append(self.datasets.id(dataset))
-        self._spk.append(self.speakers.id(speaker))
-        self._n.append(-1 if n_samples is None else int(n_samples))
-        t = text.replace("\t", " ").replace("\r", " ").replace("\n", " ").encode("utf-8") if text else b""
-        if t:
-            self._text.write(t)
-            self._text_pos += len(t)
-        self._text_off.append(self._text_pos)
+        self._n.append(-1 if n_samples is None else min(int(n_samples), 2**31 - 1))
         if len(self._cur) >= CHUNK:
             self._pack()
 
     def _pack(self) -> None:
         if self._cur:
-            self._lens.append(np.fromiter(map(len, self._cur), dtype=np.int32, count=len(self._cur)))
+            self._poff.append(_offsets(self._cur))
             self._blobs.append(np.frombuffer(b"".join(self._cur), dtype=np.uint8))
-            self._cur = []
+            self._soff.append(_offsets(self._rec))
+            recs = b"".join(self._rec)
+            self._spool.write(recs)
+            self._sbase.append(self._sbase[-1] + len(recs))
+            self._cur, self._rec = [], []
 
     def __len__(self) -> int:
         return len(self._n)
@@ -144,19 +157,11 @@ class RowColumns:
     # -- columns (after the last append) ---------------------------------------------------------
     def finish(self) -> None:
         self._pack()
-        self.n_samples = np.frombuffer(self._n, dtype=np.int64)
+        self._spool.flush()
+        self.n_samples = np.frombuffer(self._n, dtype=np.int32)
         self.lang_ids = np.frombuffer(self._lang, dtype=np.int32)
         self.dataset_ids = np.frombuffer(self._ds, dtype=np.int32)
-        self.speaker_ids = np.frombuffer(self._spk, dtype=np.int32)
         self.hashes = np.frombuffer(self._hash, dtype=np.int64)
-        self.text_off = np.frombuffer(self._text_off, dtype=np.int64)
-        self._chunk_rows = np.cumsum([0] + [len(x) for x in self._lens])
-        self._off = np.zeros(int(self._chunk_rows[-1]) + 1, dtype=np.int64)
-        for c, ln in enumerate(self._lens):
-            np.cumsum(ln, out=self._off[self._chunk_rows[c] + 1:self._chunk_rows[c + 1] + 1])
-            self._off[self._chunk_rows[c] + 1:self._chunk_rows[c + 1] + 1] += self._off[self._chunk_rows[c]]
-        self._lens = []
-        self._text.flush()
 
     def drop_hashes(self) -> None:
         """Free the path hashes (once duplicates are found)."""
@@ -164,46 +169,54 @@ class RowColumns:
         self._hash = array("q")
 
     def path(self, i: int) -> str:
-        c = int(np.searchsorted(self._chunk_rows, i, side="right")) - 1
-        base = self._off[self._chunk_rows[c]]
-        return bytes(self._blobs[c][self._off[i] - base:self._off[i + 1] - base]).decode("utf-8")
+        c, j = divmod(int(i), CHUNK)
+        o = self._poff[c]
+        return bytes(self._blobs[c][o[j]:o[j + 1]]).decode("utf-8")
+
+    def _by_chunk(self, idx: np.ndarray) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(chunk, first and end position in ``idx``, rows within the chunk) of increasing ``idx``."""
+        bounds = np.searchsorted(idx, np.arange(len(self._poff) + 1, dtype=np.int64) * CHUNK)
+        for c in range(len(self._poff)):
+            a, b = int(bounds[c]), int(bounds[c + 1])
+            if b > a:
+                yield c, a, b, idx[a:b] - c * CHUNK
 
     def take_paths(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The UTF-8 buffer and offsets of the paths ``idx`` (increasing), the packed chunks freed
-        as they are passed: the peak is about one copy of the paths. Call once, last."""
-        lens = (self._off[idx + 1] - self._off[idx]).astype(np.int64)
+        """The UTF-8 buffer and offsets of the paths ``idx`` (increasing), each packed chunk freed
+        once passed: the peak is about one copy of the paths. Call once, last."""
         off = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(lens, out=off[1:])
+        for c, a, b, j in self._by_chunk(idx):
+            o = self._poff[c].astype(np.int64)
+            off[a + 1:b + 1] = o[j + 1] - o[j]
+        np.cumsum(off, out=off)
         out = np.empty(int(off[-1]), dtype=np.uint8)
-        pos = 0
-        for c in range(len(self._blobs)):
-            lo, hi = self._chunk_rows[c], self._chunk_rows[c + 1]
-            a, b = np.searchsorted(idx, lo), np.searchsorted(idx, hi)
-            blob, base = self._blobs[c], self._off[lo]
-            sel = idx[a:b]
-            if len(sel):
-                starts = self._off[sel] - base
-                ln = lens[a:b]
-                src = np.repeat(starts - (off[a:b] - off[a]), ln) + np.arange(int(ln.sum()), dtype=np.int64)
-                out[pos:pos + int(ln.sum())] = blob[src]
-                pos += int(ln.sum())
-            self._blobs[c] = np.zeros(0, dtype=np.uint8)
+        done = 0
+        for c, a, b, j in self._by_chunk(idx):
+            for k in range(done, c):
+                self._blobs[k] = np.zeros(0, dtype=np.uint8)
+            done = c
+            o = self._poff[c].astype(np.int64)
+            ln = o[j + 1] - o[j]
+            lo, hi = int(off[a]), int(off[b])
+            src = np.repeat(o[j] - (off[a:b] - lo), ln) + np.arange(hi - lo, dtype=np.int64)
+            out[lo:hi] = self._blobs[c][src]
+        self._blobs = []
         return out, off
 
-    def texts(self, idx: np.ndarray) -> Iterator[str]:
-        """The transcripts of rows ``idx`` (increasing), read back from the spool in order."""
-        f = self._text
-        for a in range(0, len(idx), CHUNK):
-            sel = idx[a:a + CHUNK]
-            lo, hi = int(self.text_off[sel[0]]), int(self.text_off[sel[-1] + 1])
-            f.seek(lo)
+    def records(self, idx: np.ndarray) -> Iterator[tuple[str, str]]:
+        """(speaker, transcript) of rows ``idx`` (increasing), read back from the spool in order."""
+        f = self._spool
+        for c, _, _, j in self._by_chunk(idx):
+            o = self._soff[c]
+            lo, hi = int(o[j[0]]), int(o[j[-1] + 1])
+            f.seek(self._sbase[c] + lo)
             raw = f.read(hi - lo)
-            starts, ends = (self.text_off[sel] - lo).tolist(), (self.text_off[sel + 1] - lo).tolist()
-            for s, e in zip(starts, ends, strict=True):
-                yield raw[s:e].decode("utf-8")
+            for s, e in zip((o[j] - lo).tolist(), (o[j + 1] - lo).tolist(), strict=True):
+                spk, _, text = raw[s:e].decode("utf-8").partition("\t")
+                yield spk, text
 
     def close(self) -> None:
-        self._text.close()
+        self._spool.close()
 
 
 class RejectSpool:

@@ -53,7 +53,7 @@ def _language_dirs(src: str, marker: str, opts: ReadOptions) -> list[tuple[str, 
 
 
 def _rel(*parts: str) -> str:
-    return posixpath.join(*[p for p in parts if p])
+    return "/".join(p for p in parts if p)
 
 
 # -- Common Voice ------------------------------------------------------------------------------------

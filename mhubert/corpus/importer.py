@@ -235,7 +235,7 @@ def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, m
     del known
     idx = np.flatnonzero(live)
     del live
-    meta = cols.n_samples[idx]
+    meta = cols.n_samples[idx].astype(np.int64)
     need = np.flatnonzero(~(trust_metadata & (meta >= 0)))
     meter = None
     if progress:
@@ -276,16 +276,16 @@ def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, m
     kept, n_kept = idx[ok], final[ok]
     from_meta, mismatched = int(has_meta[ok].sum()), int(mismatch.sum())
     del idx, final, header, meta, has_meta, both, mismatch, bad, ok
-    speaker_of, source_of = cols.speaker_ids[kept], cols.lang_ids[kept]
+    source_of = cols.lang_ids[kept]
     m = Manifest.from_columns(root, cols.take_paths(kept), n_kept, (code_of[source_of], codes),
                               (cols.dataset_ids[kept], list(cols.datasets.names)))
     stats = corpus_stats(m, rejects, alpha, beta, duration_mismatch=mismatched,
                          filtered_by_language=filtered, durations_from_metadata=from_meta)
 
     def utterances() -> Iterator[tuple[str, str, str, str]]:
-        spk, src = cols.speakers.names, cols.langs.names
-        for k, text in enumerate(cols.texts(kept)):
-            yield m.path(k), spk[speaker_of[k]], src[source_of[k]], text
+        src = cols.langs.names
+        for k, (speaker, text) in enumerate(cols.records(kept)):
+            yield m.path(k), speaker, src[source_of[k]], text
     return m, utterances(), stats
 
 
