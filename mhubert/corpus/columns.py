@@ -110,14 +110,16 @@ class RowColumns:
     """The rows of an import, as columns (see the module docstring). ``append`` each row a reader
     yields; rejected rows go to :attr:`rejects` (a :class:`RejectSpool`) and are not stored.
 
-    Per row: the path's bytes, 4 bytes of path offset, 4 of spool offset, 4 each for the duration,
-    the language and the dataset id (and an 8-byte path hash until :meth:`drop_hashes`). Rows are
-    packed in chunks of :data:`CHUNK`; speaker and transcript go to the spool as ``speaker<TAB>text``."""
+    Per row: the path's bytes (one buffer), 4 bytes of path offset, 4 of spool offset, 4 each for
+    the duration, the language and the dataset id (and an 8-byte path hash until
+    :meth:`drop_hashes`). Rows are packed in chunks of :data:`CHUNK`; speaker and transcript go to
+    the spool as ``speaker<TAB>text``."""
 
     def __init__(self, rejects: RejectSpool) -> None:
         self.rejects = rejects
         self.langs, self.datasets = _Names(), _Names()
-        self._blobs: list[np.ndarray] = []
+        self._buf = bytearray()  # every path, grown in place (large reallocations move pages)
+        self._pbase = [0]
         self._poff: list[np.ndarray] = []
         self._soff: list[np.ndarray] = []
         self._sbase = [0]
@@ -144,7 +146,8 @@ class RowColumns:
     def _pack(self) -> None:
         if self._cur:
             self._poff.append(_offsets(self._cur))
-            self._blobs.append(np.frombuffer(b"".join(self._cur), dtype=np.uint8))
+            self._buf += b"".join(self._cur)
+            self._pbase.append(len(self._buf))
             self._soff.append(_offsets(self._rec))
             recs = b"".join(self._rec)
             self._spool.write(recs)
@@ -170,8 +173,8 @@ class RowColumns:
 
     def path(self, i: int) -> str:
         c, j = divmod(int(i), CHUNK)
-        o = self._poff[c]
-        return bytes(self._blobs[c][o[j]:o[j + 1]]).decode("utf-8")
+        o, base = self._poff[c], self._pbase[c]
+        return self._buf[base + int(o[j]):base + int(o[j + 1])].decode("utf-8")
 
     def _by_chunk(self, idx: np.ndarray) -> Iterator[tuple[int, int, int, np.ndarray]]:
         """(chunk, first and end position in ``idx``, rows within the chunk) of increasing ``idx``."""
@@ -182,26 +185,24 @@ class RowColumns:
                 yield c, a, b, idx[a:b] - c * CHUNK
 
     def take_paths(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The UTF-8 buffer and offsets of the paths ``idx`` (increasing), each packed chunk freed
-        once passed: the peak is about one copy of the paths. Call once, last."""
+        """The UTF-8 buffer and offsets of the paths ``idx`` (increasing), compacted in place in
+        the paths' own buffer (kept rows move towards the start, chunk by chunk): no second copy
+        of the paths. Call once, last: :meth:`path` is no longer valid after it."""
         off = np.zeros(len(idx) + 1, dtype=np.int64)
         for c, a, b, j in self._by_chunk(idx):
             o = self._poff[c].astype(np.int64)
             off[a + 1:b + 1] = o[j + 1] - o[j]
         np.cumsum(off, out=off)
-        out = np.empty(int(off[-1]), dtype=np.uint8)
-        done = 0
+        view = np.frombuffer(self._buf, dtype=np.uint8)
         for c, a, b, j in self._by_chunk(idx):
-            for k in range(done, c):
-                self._blobs[k] = np.zeros(0, dtype=np.uint8)
-            done = c
-            o = self._poff[c].astype(np.int64)
+            o = self._poff[c].astype(np.int64) + self._pbase[c]
             ln = o[j + 1] - o[j]
             lo, hi = int(off[a]), int(off[b])
             src = np.repeat(o[j] - (off[a:b] - lo), ln) + np.arange(hi - lo, dtype=np.int64)
-            out[lo:hi] = self._blobs[c][src]
-        self._blobs = []
-        return out, off
+            view[lo:hi] = view[src]  # src >= destination: read before written
+        del view
+        del self._buf[int(off[-1]):]
+        return np.frombuffer(self._buf, dtype=np.uint8), off
 
     def records(self, idx: np.ndarray) -> Iterator[tuple[str, str]]:
         """(speaker, transcript) of rows ``idx`` (increasing), read back from the spool in order."""
