@@ -128,6 +128,7 @@ class RowColumns:
         self._lang, self._ds, self._n = array("i"), array("i"), array("i")
         self._hash = array("q")
         self._spool = tempfile.TemporaryFile(prefix="mhubert-import-text-")
+        self._rows: int | None = None
 
     def append(self, path: str, source_lang: str, dataset: str, speaker: str, text: str,
                n_samples: int | None, reject: str | None) -> None:
@@ -155,12 +156,13 @@ class RowColumns:
             self._cur, self._rec = [], []
 
     def __len__(self) -> int:
-        return len(self._n)
+        return self._rows if self._rows is not None else len(self._n)
 
     # -- columns (after the last append) ---------------------------------------------------------
     def finish(self) -> None:
         self._pack()
         self._spool.flush()
+        self._rows = len(self._n)
         self.n_samples = np.frombuffer(self._n, dtype=np.int32)
         self.lang_ids = np.frombuffer(self._lang, dtype=np.int32)
         self.dataset_ids = np.frombuffer(self._ds, dtype=np.int32)
@@ -170,6 +172,11 @@ class RowColumns:
         """Free the path hashes (once duplicates are found)."""
         self.hashes = np.zeros(0, dtype=np.int64)
         self._hash = array("q")
+
+    def drop_columns(self) -> None:
+        """Free the duration, language and dataset columns (once the kept rows' are taken)."""
+        self.n_samples = self.lang_ids = self.dataset_ids = np.zeros(0, dtype=np.int32)
+        self._n, self._lang, self._ds = array("i"), array("i"), array("i")
 
     def path(self, i: int) -> str:
         c, j = divmod(int(i), CHUNK)

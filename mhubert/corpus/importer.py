@@ -233,9 +233,9 @@ def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, m
     filtered = int((live & filtered_of[cols.lang_ids]).sum()) if n else 0
     live &= known
     del known
-    idx = np.flatnonzero(live)
+    idx = np.flatnonzero(live).astype(np.int32 if n < 2**31 else np.int64)
     del live
-    meta = cols.n_samples[idx].astype(np.int64)
+    meta = cols.n_samples[idx]  # int32 like the header lengths below: 4 bytes a row each
     need = np.flatnonzero(~(trust_metadata & (meta >= 0)))
     meter = None
     if progress:
@@ -244,8 +244,8 @@ def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, m
         meter = lambda done, total: bar.update(done - bar.n)  # noqa: E731
     measured, why = read_headers(_Urls(cols, idx[need], root), workers=workers,
                                  checkpoint=corpus.path(CHECKPOINT), progress=meter)
-    header = np.full(len(idx), -1, dtype=np.int64)
-    header[need] = measured
+    header = np.full(len(idx), -1, dtype=np.int32)
+    header[need] = np.minimum(measured, 2**31 - 1)
     bad = np.zeros(len(idx), dtype=bool)
     bad[need[list(why)]] = True
     has_meta = meta >= 0
@@ -273,12 +273,14 @@ def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, m
         else:
             r = f"too long: {x / SAMPLE_RATE:.3f} s > {max_seconds} s"
         rejects.add(cols.path(int(idx[j])), r)
-    kept, n_kept = idx[ok], final[ok]
+    kept, n_kept = idx[ok], final[ok].astype(np.int64)
     from_meta, mismatched = int(has_meta[ok].sum()), int(mismatch.sum())
     del idx, final, header, meta, has_meta, both, mismatch, bad, ok
-    source_of = cols.lang_ids[kept]
+    source_of, dataset_of = cols.lang_ids[kept], cols.dataset_ids[kept]
+    cols.drop_columns()  # what is left of the rows: paths and the spool
     m = Manifest.from_columns(root, cols.take_paths(kept), n_kept, (code_of[source_of], codes),
-                              (cols.dataset_ids[kept], list(cols.datasets.names)))
+                              (dataset_of, list(cols.datasets.names)))
+    del dataset_of
     stats = corpus_stats(m, rejects, alpha, beta, duration_mismatch=mismatched,
                          filtered_by_language=filtered, durations_from_metadata=from_meta)
 
