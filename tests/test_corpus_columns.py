@@ -65,3 +65,24 @@ def test_row_columns_give_back_what_was_appended():
     assert got == [paths[kept[j]] for j in sel.tolist()]
     cols.close()
     spool.close()
+
+
+def test_import_rejects_each_repeat_of_a_file_and_keeps_the_first(tmp_path):
+    import soundfile as sf
+
+    from mhubert.corpus.importer import import_corpus
+    from mhubert.corpus.report import read_rejects
+
+    root = tmp_path / "audio"
+    for name in ("a", "b"):
+        (root / "ds" / "sv").mkdir(parents=True, exist_ok=True)
+        sf.write(str(root / "ds" / "sv" / f"{name}.wav"), np.zeros(40_000, dtype=np.float32), 16_000)
+    rows = ["ds/sv/a.wav", "ds/sv/b.wav", "ds/sv/a.wav", "ds/sv/a.wav"]
+    tsv = tmp_path / "in.tsv"
+    tsv.write_text(f"{root}\n" + "".join(f"{p}\t1\tsv\tds\n" for p in rows))
+    res = import_corpus("tsv", str(tsv), str(tmp_path / "out"))
+    assert [e.path for e in res.manifest] == ["ds/sv/a.wav", "ds/sv/b.wav"]
+    assert [e.n_samples for e in res.manifest] == [40_000, 40_000]
+    want = [("ds/sv/a.wav", "duplicate: the same file is listed twice")] * 2
+    assert res.rejects == want
+    assert read_rejects(str(tmp_path / "out" / "rejects.tsv")) == want

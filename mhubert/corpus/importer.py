@@ -177,26 +177,22 @@ class _Urls(Sequence[str]):
 
 
 def _duplicates(cols: RowColumns, rejects: RejectSpool) -> np.ndarray:
-    """Rows (indices) whose path an earlier row has: recorded as rejects, in row order."""
+    """Rows (indices) whose path an earlier row has: recorded as rejects, in row order. Rows whose
+    path hash repeats are compared by their paths (a hash collision is not a duplicate)."""
     h = cols.hashes
-    order = np.argsort(h, kind="stable")
-    hs = h[order]
-    eq = np.flatnonzero(hs[1:] == hs[:-1]) + 1   # positions equal to the one before
-    if not len(eq):
+    hs = np.sort(h)
+    repeated = np.unique(hs[1:][hs[1:] == hs[:-1]])
+    del hs
+    if not len(repeated):
         return np.zeros(0, dtype=np.int64)
-    starts = eq[np.r_[True, eq[1:] != eq[:-1] + 1]] - 1  # each run of equal hashes
     dup = []
-    for a in starts.tolist():
-        b = a + 1
-        while b < len(hs) and hs[b] == hs[a]:
-            b += 1
-        first: set[str] = set()
-        for i in sorted(order[a:b].tolist()):  # a hash collision of two paths is not a duplicate
-            p = cols.path(i)
-            if p in first:
-                dup.append(i)
-            first.add(p)
-    dup.sort()
+    first: dict[int, set[str]] = {}
+    for i in np.flatnonzero(np.isin(h, repeated)).tolist():
+        p = cols.path(i)
+        seen = first.setdefault(int(h[i]), set())
+        if p in seen:
+            dup.append(i)
+        seen.add(p)
     for i in dup:
         rejects.add(cols.path(i), "duplicate: the same file is listed twice")
     return np.asarray(dup, dtype=np.int64)
