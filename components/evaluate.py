@@ -21,21 +21,31 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
     score), and, with ``lid_probe``, a LID head trained on the frozen model (``eval/lid``) with its
     held-out accuracy and confusion matrix (``eval/lid-eval``). Returns the LID head URL ("" without
     a probe). ``cluster_overrides`` (``key=value``, the run's clustering ones) name the labelling
-    method the report scores the sample with, as the labels were made."""
+    method the report scores the sample with, as the labels were made. The report is committed last
+    and reused when made from the same inputs and settings (``components._reuse``)."""
     from components._common import figures, json_table, log_metrics, mhubert, png_html, write_artifact_json
+    from components._reuse import decide_derived, eval_settings
     from mhubert.artifacts import RunLayout
 
     it = RunLayout(output_root).iteration(iteration)
     ev, sample = it.eval, it.clustering.sample
     index_uri = init_index or it.clustering.index.index_url
+    scored = sample.is_committed() and not init_index
+    settings, inputs = eval_settings(manifest_uri, labels_uri, model_uri, index_uri,
+                                     sample.url if scored else None, preset, lid_probe, lid_overrides,
+                                     cluster_overrides)
+    compute = decide_derived(ev, settings, inputs, on_change, [ev.lid] if lid_probe else []) == "compute"
     page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
-    if sample.is_committed() and not init_index:
-        from mhubert.clustering.cli import stage_config
-        from mhubert.clustering.quality import report as quality_report
+    if scored:
+        if compute:
+            from mhubert.clustering.cli import stage_config
+            from mhubert.clustering.quality import report as quality_report
 
-        method = stage_config(preset, None, list(cluster_overrides)).label_method
-        q = quality_report(ev.url, index_uri, sample.url, manifest_uri, labels=labels_uri,
-                           label_method=method)
+            method = stage_config(preset, None, list(cluster_overrides)).label_method
+            q = quality_report(ev.url, index_uri, sample.url, manifest_uri, labels=labels_uri,
+                               label_method=method)
+        else:
+            q = ev.read_json(ev.QUALITY)
         flat = {k: v for k, v in q.items() if not isinstance(v, dict)}
         flat.update({f"language_{k}": v for k, v in (q.get("language") or {}).items()})
         flat.update({f"reference_{k}": v for k, v in (q.get("reference") or {}).items()})
@@ -55,11 +65,12 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
         head = ev.lid
         lid_dir = head.url
         sets = [a for o in lid_overrides for a in ("--set", o)]
-        force = ["--force"] if on_change == "force" else []
-        mhubert("lid", "train", "--model", model_uri, "--manifest", manifest_uri, "--out", head.url,
-                "--preset", preset, "--quiet", *sets, *force)
-        mhubert("lid", "evaluate", "--model", model_uri, "--lid", head.url, "--manifest", manifest_uri,
-                "--out", ev.lid_eval_url, "--split", "valid", "--quiet")
+        force = ["--force"] if on_change in ("force", "resume") else []  # resume: a new model
+        if compute:
+            mhubert("lid", "train", "--model", model_uri, "--manifest", manifest_uri, "--out", head.url,
+                    "--preset", preset, "--quiet", *sets, *force)
+            mhubert("lid", "evaluate", "--model", model_uri, "--lid", head.url, "--manifest", manifest_uri,
+                    "--out", ev.lid_eval_url, "--split", "valid", "--quiet")
         from mhubert import storage
 
         m = storage.read_json(storage.join(ev.lid_eval_url, "metrics.json"))
@@ -72,6 +83,9 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
             page += png_html("LID probe: confusion matrix", png)
         except Exception:  # noqa: BLE001
             pass
+    if compute:  # last: the report's marker, with what made it
+        ev.commit({"iteration": iteration, "quality": scored, "lid_probe": bool(lid_probe)},
+                  settings=settings, inputs=inputs)
     write_artifact_json(lid_metrics)  # also without a probe: every output artifact has a file
     write_artifact_json(confusion)
     with open(report.path, "w") as f:

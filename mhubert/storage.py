@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -371,12 +370,33 @@ def atomic_write_json(url: str, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(url: str) -> Iterator[io.BytesIO]:
+def atomic_open(url: str) -> Iterator[IO[bytes]]:
     """``with atomic_open(url) as f: f.write(...)``: nothing appears at ``url`` unless the block ends
-    without an exception."""
-    buf = io.BytesIO()
-    yield buf
-    atomic_write(url, buf.getvalue())
+    without an exception. The bytes go to a temporary file (beside ``url`` when it is local, else
+    on local disk and then uploaded), never to memory: a 30M-row manifest is written in chunks."""
+    import tempfile
+
+    fs, path = get_fs(url)
+    if _is_local(fs):
+        parent_dir = posixpath.dirname(path)
+        if parent_dir:
+            fs.makedirs(parent_dir, exist_ok=True)
+        tmp = _tmp_key(path)
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+        return
+    with tempfile.NamedTemporaryFile(prefix=".mhubert-upload-") as f:
+        yield f  # type: ignore[misc]
+        f.flush()
+        kwargs = {"chunksize": MULTIPART_CHUNK} if "s3" in _protocols(fs) else {}
+        call(url, "write", lambda: fs.put_file(f.name, path, **kwargs))
 
 
 def upload_file(local_path: str, url: str) -> None:

@@ -172,7 +172,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
         pub = on_k8s(publish(model_uri=model_uri, output_root=output_root, iteration=opt.iterations[-1],
                              lid_uri=ev.outputs["Output"], manifest_uri=manifest, preset=preset,
                              units_layer=units_layer, units_clusters=k_iter3,
-                             cluster_overrides=cluster_overrides),
+                             cluster_overrides=cluster_overrides, on_change=on_change),
                      dataclasses.replace(opt.cluster, gpu=1), "publish")
         return pub.outputs["Output"]
 

@@ -129,10 +129,14 @@ def _artifact(root: str, stage: str, iteration: int | None) -> Any:
     run = RunLayout(root)
     if stage == "prepare":
         return run.corpus
+    if stage == "publish":
+        return run.serving
     if iteration is None:
         return None
     it = run.iteration(iteration)
-    return {"cluster": it.clustering.index, "merge": it.labels, "train": it.train}.get(stage)
+    # a label shard task keeps the merged labels when they were committed with its settings
+    return {"cluster": it.clustering.index, "assign": it.labels, "merge": it.labels, "train": it.train,
+            "evaluate": it.eval}.get(stage)
 
 
 def reused(root: str, stage: str, iteration: int | None, started: float) -> bool:

@@ -7,6 +7,7 @@ and that nothing else is dropped. Expected lengths come from soundfile decoding 
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -242,14 +243,37 @@ def _hf_rows():
                   "client_id": ["a", "b", "c", "d"]}
 
 
+def _save_to_disk(cols: dict, src) -> None:
+    """What ``datasets.DatasetDict({"train": ds}).save_to_disk(src)`` writes for ``ds`` with the
+    ``audio`` column cast to ``Audio(decode=False)``: ``dataset_dict.json`` (the splits), and per
+    split an Arrow IPC stream ``data-00000-of-00001.arrow``, ``state.json`` (``_data_files``) and
+    ``dataset_info.json`` (``features``). Written with pyarrow because no release of ``datasets``
+    installs beside the project's pins (huggingface_hub < 1 for transformers, fsspec 2026.9,
+    pyarrow 26); the file names and fields are those of datasets' ``save_to_disk``."""
+    import pyarrow as pa
+
+    split = src / "train"
+    split.mkdir(parents=True)
+    (src / "dataset_dict.json").write_text(json.dumps({"splits": ["train"]}))
+    table = pa.table(cols)
+    with pa.OSFile(str(split / "data-00000-of-00001.arrow"), "wb") as f, \
+            pa.ipc.new_stream(f, table.schema) as w:
+        w.write_table(table)
+    (split / "state.json").write_text(json.dumps({
+        "_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_fingerprint": "0" * 16,
+        "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+        "_output_all_columns": False, "_split": None}))
+    feats = {"audio": {"sampling_rate": None, "mono": True, "decode": False, "_type": "Audio"},
+             **{c: {"dtype": "string", "_type": "Value"} for c in cols if c != "audio"}}
+    (split / "dataset_info.json").write_text(json.dumps({"features": feats, "splits": {}}))
+
+
 @pytest.mark.parametrize("layout", ["parquet", "save_to_disk"])
 def test_hf_dataset_folder(tmp_path, layout):
     good, cols = _hf_rows()
     src, out = tmp_path / "hf", str(tmp_path / "out")
     if layout == "save_to_disk":
-        datasets = pytest.importorskip("datasets")
-        ds = datasets.Dataset.from_dict(cols).cast_column("audio", datasets.Audio(decode=False))
-        datasets.DatasetDict({"train": ds}).save_to_disk(str(src))
+        _save_to_disk(cols, src)
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -4,8 +4,9 @@ tasks and torchrun inherit the AWS_* environment of the ``s3_server`` fixture). 
 as released: two FLEURS layouts (headerless ``<lang_REGION>/train.tsv`` with ``num_samples``, audio
 under ``audio/train/``) written to the bucket from the espeak-ng corpus, one row of each naming a clip
 that is missing. One iteration of the tiny preset, then the same command again on the same root,
-which must redo nothing; then the stale-result rule (more updates stop before any work, ``--resume``
-continues training and reuses everything before it)."""
+which must redo nothing (every stage, evaluate and publish included, says ``reused``); then the
+stale-result rule (more updates stop before any work, ``--resume`` continues training, reuses
+everything before it and makes evaluate and publish again from the continued model)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from mhubert.cli import main
 def _markers(run, names: tuple[str, ...]) -> dict[str, str]:
     """The marker (``_SUCCESS``, with its ``created`` time) of each named artifact of iteration 1."""
     it = run.iteration(1)
-    arts = {"corpus": run.corpus, "index": it.clustering.index, "labels": it.labels, "train": it.train}
+    arts = {"corpus": run.corpus, "index": it.clustering.index, "labels": it.labels, "train": it.train,
+            "eval": it.eval, "serving": run.serving}
     return {n: storage.read_bytes(arts[n].marker_url).decode() for n in names}
 
 
@@ -87,7 +89,7 @@ def test_s3_run_from_release_layouts_then_nothing_redone(s3_bucket, synth_corpus
     assert hf.config.num_hidden_layers == load_preset("tiny")["model"]["num_layers"]
     assert run.iteration(1).train.info["step"] == 4
     assert run.iteration(1).eval.read_json("quality.json")["num_clusters"] > 0
-    names = ("corpus", "index", "labels", "train")
+    names = ("corpus", "index", "labels", "train", "eval", "serving")
     markers = _markers(run, names)
     ckpt_fs, ckpt_dir = storage.get_fs(run.iteration(1).train.path("checkpoints"))
     checkpoints = sorted(ckpt_fs.find(ckpt_dir))
@@ -97,8 +99,11 @@ def test_s3_run_from_release_layouts_then_nothing_redone(s3_bucket, synth_corpus
     # stage decides), each says so; no marker is rewritten, no checkpoint added
     assert main(cmd) == 0
     out = capsys.readouterr().out
-    for stage in ("prepare", "iter1 cluster", "iter1 merge", "iter1 train"):
-        assert re.search(rf"^ok {stage}\s+\d+\.\d s  reused", out, re.M), (stage, out)
+    ends = re.findall(r"^ok (\S+(?: \w+)?)\s+\d+\.\d s  (.*)$", out, re.M)
+    stages = {"prepare", "iter1 cluster", "iter1 assign", "iter1 merge", "iter1 train", "iter1 evaluate",
+              "publish"}
+    assert {st for st, _ in ends} == stages, out
+    assert all(fig.startswith("reused") for _, fig in ends), out
     assert _markers(run, names) == markers
     ckpt_fs.invalidate_cache()
     assert sorted(ckpt_fs.find(ckpt_dir)) == checkpoints
@@ -116,3 +121,9 @@ def test_s3_run_from_release_layouts_then_nothing_redone(s3_bucket, synth_corpus
         assert re.search(rf"^ok {stage}\s+\d+\.\d s  reused", out, re.M), (stage, out)
     assert _markers(run, names[:3]) == {n: markers[n] for n in names[:3]}
     assert run.iteration(1).train.info["step"] == 6
+    # what depends on the continued model is made again from it, never reused
+    for stage in ("iter1 evaluate", "publish"):
+        assert re.search(rf"^ok {stage}\s+\d+\.\d s", out, re.M), (stage, out)
+        assert not re.search(rf"^ok {stage}\s+\d+\.\d s  reused", out, re.M), (stage, out)
+    after = _markers(run, ("eval", "serving"))
+    assert after["eval"] != markers["eval"] and after["serving"] != markers["serving"]

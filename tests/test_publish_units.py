@@ -18,7 +18,7 @@ from api.app import create_app
 from api.service import ModelService
 from api.settings import Settings
 from components.publish import publish
-from mhubert.artifacts import Manifest, RunLayout
+from mhubert.artifacts import Manifest, RunLayout, StaleArtifact
 from mhubert.cli import main
 from mhubert.errors import BadInput
 
@@ -26,11 +26,11 @@ LAYER, K = 2, 6
 OPTS = ["index_factory=OPQ16_64,IVF{K}_HNSW32,PQ16x4fsr", "memory_budget_gb=0.001"]
 
 
-def _publish(ckpt: str, root: str, out: str, manifest: str, lid: str = "") -> str:
+def _publish(ckpt: str, root: str, out: str, manifest: str, lid: str = "", on_change: str = "stop") -> str:
     served = SimpleNamespace(metadata={}, path=out)
     return publish.python_func(model_uri=ckpt, output_root=root, iteration=3, served=served, lid_uri=lid,
                                manifest_uri=manifest, preset="tiny", units_layer=LAYER, units_clusters=K,
-                               cluster_overrides=OPTS)
+                               cluster_overrides=OPTS, on_change=on_change)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +101,26 @@ def test_index_of_the_bundle_refuses_another_model(run):
         ModelService(Settings(model_uri=other["ckpt"], index_uri=b.units_index.url)).load()
 
 
-def test_republish_reuses_then_refits_for_a_new_model(run):
+def test_republish_reuses_then_refits_for_a_new_model(run, capsys):
     b = run["bundle"]
     index_file = b.units_index.index_url
+    marker = open(b.marker_url).read()
     before = os.stat(index_file).st_mtime_ns, b.registry()["units"]["model_digest"]
-    _publish(run["assets"]["ckpt"], run["root"], os.path.join(run["base"], "served2"), run["manifest"])
+    lid = run["assets"]["lid"]
+    capsys.readouterr()
+    # the same model, LID head, manifest and options: the committed bundle as it is
+    _publish(run["assets"]["ckpt"], run["root"], os.path.join(run["base"], "served2"), run["manifest"], lid)
+    assert f"{b.url}: reused" in capsys.readouterr().out
+    assert open(b.marker_url).read() == marker
     assert (os.stat(index_file).st_mtime_ns, b.registry()["units"]["model_digest"]) == before
+    # another model: never the old bundle; under the default it stops before any work, naming it
     other = make_assets(os.path.join(run["base"], "new"), seed=2)
-    _publish(other["ckpt"], run["root"], os.path.join(run["base"], "served3"), run["manifest"])
+    with pytest.raises(StaleArtifact, match=r"input model:.*--force"):
+        _publish(other["ckpt"], run["root"], os.path.join(run["base"], "served3"), run["manifest"], lid)
+    assert open(b.marker_url).read() == marker
+    # with force: exported, refit and committed again
+    _publish(other["ckpt"], run["root"], os.path.join(run["base"], "served3"), run["manifest"], lid,
+             on_change="force")
     assert b.is_committed()
     reg = b.registry()
     assert reg["units"]["model_digest"] != before[1] and os.stat(index_file).st_mtime_ns != before[0]

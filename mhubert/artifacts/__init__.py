@@ -11,7 +11,7 @@ from mhubert.artifacts.labels import MAX_CLUSTERS, Labels, dictionary_text, km_l
 from mhubert.artifacts.layout import ITERATIONS, Clustering, Iteration, RunLayout
 from mhubert.artifacts.manifest import MANIFEST, Manifest, ManifestEntry, lang_dataset_from_path
 from mhubert.artifacts.marker import MARKER, CorruptArtifact, FileRecord, Marker, fingerprint
-from mhubert.artifacts.reuse import ON_CHANGE, StaleArtifact, decide
+from mhubert.artifacts.reuse import ON_CHANGE, StaleArtifact, content_digest, decide
 from mhubert.artifacts.stages import (
     ClusteringSample,
     Corpus,
@@ -27,6 +27,6 @@ __all__ = [
     "Artifact", "ClusteringSample", "Clustering", "Corpus", "CorruptArtifact", "EvalReport",
     "FileRecord", "ITERATIONS", "Index", "Iteration", "Labels", "LidHead", "MANIFEST", "MARKER",
     "MAX_CLUSTERS", "Manifest", "ManifestEntry", "Marker", "Model", "RunLayout", "ServingBundle",
-    "ON_CHANGE", "StaleArtifact", "TrainRun", "decide", "dictionary_text", "fingerprint", "km_lines",
-    "lang_dataset_from_path", "shard_name",
+    "ON_CHANGE", "StaleArtifact", "TrainRun", "content_digest", "decide", "dictionary_text",
+    "fingerprint", "km_lines", "lang_dataset_from_path", "shard_name",
 ]

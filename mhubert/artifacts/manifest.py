@@ -27,7 +27,8 @@ from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import BadInput
 
 MANIFEST = "manifest.tsv"
-_CHUNK = 1 << 20  # rows per vectorised chunk (gathering paths, writing text)
+_CHUNK = 1 << 20  # rows per vectorised chunk (gathering paths)
+_WRITE_CHUNK = 1 << 16  # rows per piece of text written (the text of 1M rows would be ~200 MB)
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class Manifest:
     # -- text form -----------------------------------------------------------------------------
     def _lines(self) -> Iterator[str]:
         yield self.root + "\n"
-        for a in range(0, len(self), _CHUNK):
-            b = min(a + _CHUNK, len(self))
+        for a in range(0, len(self), _WRITE_CHUNK):
+            b = min(a + _WRITE_CHUNK, len(self))
             text = bytes(self._blob[self._off[a]:self._off[b]]).decode("utf-8")
             rel = self._off[a:b + 1] - self._off[a]
             # offsets are in bytes; slice the bytes, not the str, when paths are not ASCII

@@ -10,9 +10,12 @@ and the two choices.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
+from mhubert import storage
+from mhubert.artifacts import marker as mk
 from mhubert.artifacts.base import Artifact
 from mhubert.artifacts.marker import fingerprint
 from mhubert.errors import BadInput
@@ -78,3 +81,31 @@ def decide(art: Artifact, settings: dict[str, Any], inputs: dict[str, str | None
     choices = f"--resume (continue it with the new settings) or {force}" if resumable else force
     raise StaleArtifact(f"{art.url} was produced with other settings ({shown}); pass {choices}, "
                         "or use another output root")
+
+
+def content_digest(url: str) -> str:
+    """What identifies the bytes at ``url``, as an input of another stage's fingerprint.
+
+    A committed artifact directory: the sha256 of its marker's fingerprint and file records (sizes
+    and sha256 of every file), so that a retrained model whose settings, and hence fingerprint, are
+    the same still counts as another input. A file its directory's marker lists: the recorded
+    sha256. Nothing is re-read in those cases; anything else is hashed (a file, or every file of an
+    uncommitted directory)."""
+    if storage.isdir(url):
+        m = mk.read(url)
+        if m is not None:
+            doc = {"fingerprint": m.fingerprint,
+                   "files": {k: v.to_dict() for k, v in sorted(m.files.items())}}
+            return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        h = hashlib.sha256()
+        for rel in mk.list_files(url):
+            h.update(f"{rel}\t{mk.hash_url(storage.join(url, rel)).sha256}\n".encode())
+        return h.hexdigest()
+    try:
+        rec = mk.read(storage.parent(url))
+    except BadInput:
+        rec = None
+    name = storage.basename(url)
+    if rec is not None and name in rec.files:
+        return rec.files[name].sha256
+    return mk.hash_url(url).sha256

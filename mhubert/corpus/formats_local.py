@@ -3,6 +3,8 @@ existing manifest TSV (``tsv``, 4 columns or fairseq's 2). Nothing to borrow: th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from mhubert import storage
 from mhubert.artifacts.manifest import Manifest, lang_dataset_from_path
 from mhubert.corpus.report import SIDECAR, read_utterances
@@ -56,5 +58,11 @@ def read_tsv_manifest(src: str, opts: ReadOptions) -> Source:
     m = Manifest.read(src)
     if not len(m):
         raise BadInput(f"{src}: the manifest lists no utterances")
-    rows = [Row(e.path, e.lang, opts.dataset_or(e.dataset)) for e in m]
-    return Source(m.root, rows)  # n_samples are measured again
+    return Source(m.root, _manifest_rows(m, opts))  # n_samples are measured again
+
+
+def _manifest_rows(m: Manifest, opts: ReadOptions, chunk: int = 1 << 16) -> Iterator[Row]:
+    for a in range(0, len(m), chunk):
+        b = min(a + chunk, len(m))
+        for i, li, di in zip(range(a, b), m.lang_ids[a:b].tolist(), m.dataset_ids[a:b].tolist(), strict=True):
+            yield Row(m.path(i), m.lang_names[li], opts.dataset_or(m.dataset_names[di]))

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import posixpath
+from collections.abc import Iterable, Iterator
 
 from mhubert import storage
 from mhubert.constants import SAMPLE_RATE
+from mhubert.corpus.columns import KeySet
 from mhubert.corpus.sources import (
     ReadOptions,
     Row,
     Source,
     files_under,
-    missing_audio,
+    listing,
     pick_splits,
     read_tsv,
     register,
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 CV_SPLITS = ("validated", "train", "dev", "test", "other", "invalidated")
 FLEURS_COLUMNS = ["id", "file_name", "raw_transcription", "transcription", "transcription_chars",
                   "num_samples", "gender"]
+MLS_EXTENSIONS = (".flac", ".opus")
 VOXPOPULI_COLUMNS = ["id", "raw_text", "normalized_text", "speaker_id", "split", "gender",
                      "is_gold_transcript", "accent"]
 
@@ -50,7 +53,7 @@ def _language_dirs(src: str, marker: str, opts: ReadOptions) -> list[tuple[str, 
 
 
 def _rel(*parts: str) -> str:
-    return posixpath.join(*[p for p in parts if p])
+    return "/".join(p for p in parts if p)
 
 
 # -- Common Voice ------------------------------------------------------------------------------------
@@ -71,18 +74,23 @@ def _cv_selection(opts: ReadOptions) -> list[tuple[str, tuple[str, ...]]]:
 @register("commonvoice", "Common Voice: <src>/<locale>/{validated,train,dev,test,...}.tsv + clips/*.mp3",
           splits=("validated-dev-test",))
 def read_commonvoice(src: str, opts: ReadOptions) -> Source:
-    rows: list[Row] = []
-    for folder, locale in _language_dirs(src, "validated.tsv", opts):
-        durations = {}
+    folders = _language_dirs(src, "validated.tsv", opts)
+    selection = _cv_selection(opts)
+    return Source(src, _nonempty(_cv_rows(src, folders, selection, opts),
+                                 f"{src}: no rows in the selected TSVs "
+                                 f"({', '.join(opts.splits or ['validated'])})"))
+
+
+def _cv_rows(src: str, folders: list[tuple[str, str]], selection: list[tuple[str, tuple[str, ...]]],
+             opts: ReadOptions) -> Iterator[Row]:
+    for folder, locale in folders:
         table = tsv_or_none(storage.join(src, folder, "clip_durations.tsv"))
-        for d in table or ():
-            try:
-                durations[d["clip"]] = round(float(d["duration[ms]"]) * SAMPLE_RATE / 1000)
-            except (KeyError, ValueError):
-                continue
-        present = set(files_under(storage.join(src, folder, "clips")))
-        seen: set[str] = set()
-        for take, minus in _cv_selection(opts):
+        durations = KeySet.from_pairs(_cv_durations(table or ()))
+        present = listing(storage.join(src, folder, "clips"))
+        # the same clip in two selected TSVs is one utterance (a set only then: the default
+        # selection is one TSV)
+        seen: set[str] | None = set() if len(selection) > 1 else None
+        for take, minus in selection:
             drop = {r["path"] for s in minus
                     for r in (tsv_or_none(storage.join(src, folder, f"{s}.tsv")) or ())}
             table = tsv_or_none(storage.join(src, folder, f"{take}.tsv"))
@@ -91,18 +99,34 @@ def read_commonvoice(src: str, opts: ReadOptions) -> Source:
                 continue
             for r in table:
                 clip = r.get("path", "")
-                if not clip or clip in drop or clip in seen:
+                if not clip or clip in drop or (seen is not None and clip in seen):
                     continue
-                seen.add(clip)
+                if seen is not None:
+                    seen.add(clip)
                 row = Row(_rel(folder, "clips", clip), r.get("locale") or locale,
                           opts.dataset_or("commonvoice"), r.get("client_id", ""),
                           r.get("sentence", ""), durations.get(clip))
                 if clip not in present:
                     row.reject = f"audio file not found: {_rel(folder, 'clips', clip)}"
-                rows.append(row)
-    if not rows:
-        raise BadInput(f"{src}: no rows in the selected TSVs ({', '.join(opts.splits or ['validated'])})")
-    return Source(src, rows)
+                yield row
+
+
+def _cv_durations(table: Iterable[dict[str, str]]) -> Iterator[tuple[str, int]]:
+    for d in table:
+        try:
+            yield d["clip"], round(float(d["duration[ms]"]) * SAMPLE_RATE / 1000)
+        except (KeyError, ValueError):
+            continue
+
+
+def _nonempty(rows: Iterable[Row], message: str) -> Iterator[Row]:
+    """``rows``, raising :class:`BadInput` with ``message`` at the end when there was none."""
+    empty = True
+    for r in rows:
+        empty = False
+        yield r
+    if empty:
+        raise BadInput(message)
 
 
 # -- VoxLingua107 ------------------------------------------------------------------------------------
@@ -110,12 +134,10 @@ def read_commonvoice(src: str, opts: ReadOptions) -> Source:
 @register("voxlingua107", "VoxLingua107: <src>/<code>/*.wav")
 def read_voxlingua107(src: str, opts: ReadOptions) -> Source:
     require_dir(src, "source")
-    rows = [Row(_rel(code, f), code, opts.dataset_or("voxlingua107"))
+    rows = (Row(_rel(code, f), code, opts.dataset_or("voxlingua107"))
             for code in subdirs(src) if opts.wants(code)
-            for f in files_under(storage.join(src, code))]
-    if not rows:
-        raise BadInput(f"{src}: no <code>/*.wav files (is this the right --format?)")
-    return Source(src, rows)
+            for f in files_under(storage.join(src, code)))
+    return Source(src, _nonempty(rows, f"{src}: no <code>/*.wav files (is this the right --format?)"))
 
 
 # -- FLEURS ------------------------------------------------------------------------------------------
@@ -123,25 +145,28 @@ def read_voxlingua107(src: str, opts: ReadOptions) -> Source:
 @register("fleurs", "FLEURS: <src>/<lang_REGION>/{train,dev,test}.tsv + audio/<split>/*.wav",
           splits=("train",))
 def read_fleurs(src: str, opts: ReadOptions) -> Source:
-    rows: list[Row] = []
     splits = pick_splits(opts, ("train",), ("train", "dev", "test"))
-    for folder, code in _language_dirs(src, "train.tsv", opts):
+    return Source(src, _fleurs_rows(src, _language_dirs(src, "train.tsv", opts), splits, opts))
+
+
+def _fleurs_rows(src: str, folders: list[tuple[str, str]], splits: tuple[str, ...],
+                 opts: ReadOptions) -> Iterator[Row]:
+    for folder, code in folders:
         for split in splits:
             table = tsv_or_none(storage.join(src, folder, f"{split}.tsv"), header=False,
-                                columns=FLEURS_COLUMNS) or []
-            present = set(files_under(storage.join(src, folder, "audio", split)))
-            part = []
+                                columns=FLEURS_COLUMNS) or ()
+            present = listing(storage.join(src, folder, "audio", split))
             for r in table:
                 try:
-                    n = int(r["num_samples"])
+                    n: int | None = int(r["num_samples"])
                 except ValueError:
                     n = None
-                part.append(Row(r["file_name"], code, opts.dataset_or("fleurs"),
-                                text=r["raw_transcription"], n_samples=n))
-            for row in missing_audio(part, present):
+                row = Row(r["file_name"], code, opts.dataset_or("fleurs"), text=r["raw_transcription"],
+                          n_samples=n)
+                if row.path not in present:
+                    row.reject = f"audio file not found: {row.path}"
                 row.path = _rel(folder, "audio", split, row.path)
-                rows.append(row)
-    return Source(src, rows)
+                yield row
 
 
 # -- Multilingual LibriSpeech ------------------------------------------------------------------------
@@ -155,7 +180,11 @@ def read_mls(src: str, opts: ReadOptions) -> Source:
     if not folders:
         raise BadInput(f"{src}: no mls_<language> folder (is this the right --format?)")
     splits = pick_splits(opts, ("train",), ("train", "dev", "test"))
-    rows: list[Row] = []
+    return Source(src, _mls_rows(src, base, folders, splits, opts))
+
+
+def _mls_rows(src: str, base: str, folders: list[str], splits: tuple[str, ...],
+              opts: ReadOptions) -> Iterator[Row]:
     for folder in folders:
         language = (folder or base).removeprefix("mls_").removesuffix("_opus")
         if not opts.wants(language):
@@ -164,19 +193,17 @@ def read_mls(src: str, opts: ReadOptions) -> Source:
             url = storage.join(src, folder, split, "transcripts.txt")
             if not storage.exists(url):
                 continue
-            audio = {posixpath.splitext(f)[0]: f
-                     for f in files_under(storage.join(src, folder, split, "audio"))}
+            audio = listing(storage.join(src, folder, split, "audio"))
             for r in read_tsv(url, header=False, columns=["id", "text"]):
                 uid = r["id"].strip()
                 spk, book, _ = (uid.split("_") + ["", ""])[:3]
                 want = _rel(spk, book, uid)
-                rel = audio.get(want)
+                rel = next((want + ext for ext in MLS_EXTENSIONS if want + ext in audio), None)
                 row = Row(_rel(folder, split, "audio", rel or want + ".flac"), language,
                           opts.dataset_or("mls"), spk, r["text"])
                 if rel is None:
                     row.reject = f"audio file not found: {_rel(folder, split, 'audio', want)}.{{flac,opus}}"
-                rows.append(row)
-    return Source(src, rows)
+                yield row
 
 
 # -- VoxPopuli ---------------------------------------------------------------------------------------
@@ -185,8 +212,14 @@ def read_mls(src: str, opts: ReadOptions) -> Source:
           splits=("train",))
 def read_voxpopuli(src: str, opts: ReadOptions) -> Source:
     splits = pick_splits(opts, ("train",), ("train", "dev", "test"))
-    rows: list[Row] = []
-    for folder, code in _language_dirs(src, f"asr_{splits[0]}.tsv", opts):
+    return Source(src, _voxpopuli_rows(src, _language_dirs(src, f"asr_{splits[0]}.tsv", opts), splits, opts))
+
+
+def _voxpopuli_rows(src: str, folders: list[tuple[str, str]], splits: tuple[str, ...],
+                    opts: ReadOptions) -> Iterator[Row]:
+    for folder, code in folders:
+        # the release's <year>/<id>.ogg, wherever a segment is: id -> path (VoxPopuli's transcribed
+        # part is ~1.8k hours, a dict per language folder is small)
         audio = {posixpath.splitext(posixpath.basename(f))[0]: f
                  for f in files_under(storage.join(src, folder))}
         for split in splits:
@@ -198,5 +231,4 @@ def read_voxpopuli(src: str, opts: ReadOptions) -> Source:
                           r.get("raw_text") or r.get("normalized_text", ""))
                 if rel is None:
                     row.reject = f"audio file not found: {row.path}"
-                rows.append(row)
-    return Source(src, rows)
+                yield row

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from mhubert import storage
 from mhubert.artifacts import Corpus, Manifest, decide
 from mhubert.constants import SAMPLE_RATE
 from mhubert.corpus import formats_libs, formats_local, formats_release  # noqa: F401 - register
+from mhubert.corpus.columns import RejectSpool, RowColumns
 from mhubert.corpus.headers import log_mismatch, read_headers
 from mhubert.corpus.langs import normalize, try_normalize
 from mhubert.corpus.report import ALPHA, BETA, corpus_stats, read_rejects, write_corpus
@@ -72,19 +73,29 @@ def _wants(keep: set[str] | None):
     return wants
 
 
-def read_sources(fmt: str, sources: Sequence[str], opts: ReadOptions) -> tuple[str, list[Row]]:
-    """(root, rows) of every source; several sources: root "" and full URLs."""
+def read_sources(fmt: str, sources: Sequence[str], opts: ReadOptions) -> tuple[str, Iterator[Row]]:
+    """(root, rows) of every source, the rows streamed; several sources: root "" and full URLs."""
     f = get(fmt)
-    parts = [f.read(src.rstrip("/"), opts) for src in sources]
+    parts = [f.read(src.rstrip("/"), opts) for src in sources]  # each checks its layout now
     if len(parts) == 1:
-        return parts[0].root, parts[0].rows
-    rows = []
-    for p in parts:
-        for r in p.rows:
-            if p.root:
-                r.path = storage.join(p.root, r.path)
-            rows.append(r)
-    return "", rows
+        return parts[0].root, iter(parts[0].rows)
+
+    def joined() -> Iterator[Row]:
+        for p in parts:
+            for r in p.rows:
+                if p.root:
+                    r.path = storage.join(p.root, r.path)
+                yield r
+    return "", joined()
+
+
+def collect(rows: Iterable[Row], rejects: RejectSpool) -> RowColumns:
+    """The rows as columns (those a reader rejects go straight to ``rejects``)."""
+    cols = RowColumns(rejects)
+    for r in rows:
+        cols.append(r.path, r.source_lang, r.dataset, r.speaker, r.text, r.n_samples, r.reject)
+    cols.finish()
+    return cols
 
 
 def _identity(src: str) -> str:
@@ -133,92 +144,147 @@ def import_corpus(fmt: str, sources: str | Sequence[str], out: str, *, dataset: 
     opts = ReadOptions(dataset=dataset, splits=tuple(splits) if splits else None, out=out,
                        wants=_wants(keep))
     root, rows = read_sources(fmt, sources, opts)
-    result = _build(root, rows, keep, corpus, min_seconds, max_seconds, workers, trust_metadata,
-                    alpha, beta, progress)
-    write_corpus(corpus, result.manifest, result.utterances, result.rejects, result.stats,
-                 settings=settings, info={"format": fmt, "sources": len(sources)})
+    rejects = RejectSpool()
+    cols = collect(rows, rejects)
+    try:
+        m, utter, stats = _build(root, cols, keep, corpus, min_seconds, max_seconds, workers,
+                                 trust_metadata, alpha, beta, progress)
+        write_corpus(corpus, m, utter, rejects, stats, settings=settings,
+                     info={"format": fmt, "sources": len(sources)})
+        rejected = rejects.read()
+    finally:
+        cols.close()
+        rejects.close()
     storage.remove(corpus.path(".progress"), recursive=True)
-    log.info("import %s: %d kept, %d rejected -> %s", fmt, len(result.manifest),
-             len(result.rejects), corpus.manifest_url)
-    return ImportResult(result.manifest, result.rejects, result.stats, decision, corpus)
+    log.info("import %s: %d kept, %d rejected -> %s", fmt, len(m), len(rejected), corpus.manifest_url)
+    return ImportResult(m, rejected, stats, decision, corpus)
 
 
-@dataclass
-class _Built:
-    manifest: Manifest
-    utterances: list[tuple[str, str, str, str]]
-    rejects: list[tuple[str, str]]
-    stats: dict[str, Any]
+class _Urls(Sequence[str]):
+    """The URLs of some rows, made when asked (no list of N strings)."""
+
+    def __init__(self, cols: RowColumns, idx: np.ndarray, root: str) -> None:
+        self.cols, self.idx, self.root = cols, idx, root
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, k):  # type: ignore[override]
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        p = self.cols.path(int(self.idx[k]))
+        return storage.join(self.root, p) if self.root else p
 
 
-def _build(root: str, rows: list[Row], keep: set[str] | None, corpus: Corpus, min_seconds: float,
+def _duplicates(cols: RowColumns, rejects: RejectSpool) -> np.ndarray:
+    """Rows (indices) whose path an earlier row has: recorded as rejects, in row order. Rows whose
+    path hash repeats are compared by their paths (a hash collision is not a duplicate)."""
+    h = cols.hashes
+    hs = np.sort(h)
+    repeated = np.unique(hs[1:][hs[1:] == hs[:-1]])
+    del hs
+    if not len(repeated):
+        return np.zeros(0, dtype=np.int64)
+    dup = []
+    first: dict[int, set[str]] = {}
+    for i in np.flatnonzero(np.isin(h, repeated)).tolist():
+        p = cols.path(i)
+        seen = first.setdefault(int(h[i]), set())
+        if p in seen:
+            dup.append(i)
+        seen.add(p)
+    for i in dup:
+        rejects.add(cols.path(i), "duplicate: the same file is listed twice")
+    return np.asarray(dup, dtype=np.int64)
+
+
+def _build(root: str, cols: RowColumns, keep: set[str] | None, corpus: Corpus, min_seconds: float,
            max_seconds: float, workers: int, trust_metadata: bool, alpha: float, beta: float,
-           progress: bool) -> _Built:
-    rejects: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    live: list[tuple[Row, str]] = []
-    filtered = 0
-    for r in rows:
-        if r.reject is None and r.path in seen:
-            r.reject = "duplicate: the same file is listed twice"
-        if r.reject is not None:
-            rejects.append((r.path, r.reject))
-            continue
-        seen.add(r.path)
-        lang, why = try_normalize(r.source_lang)
+           progress: bool) -> tuple[Manifest, Iterator[tuple[str, str, str, str]], dict[str, Any]]:
+    """The manifest, the sidecar's rows (streamed) and the stats, from the rows' columns; every
+    reject in ``cols.rejects``. Vectorised: only rejected rows are visited one by one."""
+    rejects = cols.rejects
+    n = len(cols)
+    live = np.ones(n, dtype=bool)
+    live[_duplicates(cols, rejects)] = False
+    cols.drop_hashes()
+    # one language code per source code, decided once per distinct code
+    codes: list[str] = []
+    code_of = np.full(max(len(cols.langs.names), 1), -1, dtype=np.int32)
+    why_of: dict[int, str] = {}
+    filtered_of = np.zeros(max(len(cols.langs.names), 1), dtype=bool)
+    for k, src in enumerate(cols.langs.names):
+        lang, why = try_normalize(src)
         if why is not None:
-            rejects.append((r.path, why))
+            why_of[k] = why
         elif keep is not None and lang not in keep:
-            filtered += 1
+            filtered_of[k] = True
         else:
-            live.append((r, lang))
-    url_of = (lambda p: storage.join(root, p)) if root else (lambda p: p)
-    need = [i for i, (r, _) in enumerate(live) if not (trust_metadata and r.n_samples is not None)]
+            if lang not in codes:
+                codes.append(lang)
+            code_of[k] = codes.index(lang)
+    known = code_of[cols.lang_ids] >= 0 if n else np.zeros(0, dtype=bool)
+    for i in np.flatnonzero(live & ~known & ~filtered_of[cols.lang_ids]).tolist():
+        rejects.add(cols.path(i), why_of[int(cols.lang_ids[i])])
+    filtered = int((live & filtered_of[cols.lang_ids]).sum()) if n else 0
+    live &= known
+    del known
+    idx = np.flatnonzero(live).astype(np.int32 if n < 2**31 else np.int64)
+    del live
+    meta = cols.n_samples[idx]  # int32 like the header lengths below: 4 bytes a row each
+    need = np.flatnonzero(~(trust_metadata & (meta >= 0)))
     meter = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(need), desc="headers", unit="file")
         meter = lambda done, total: bar.update(done - bar.n)  # noqa: E731
-    measured, why = read_headers([url_of(live[i][0].path) for i in need], workers=workers,
+    measured, why = read_headers(_Urls(cols, idx[need], root), workers=workers,
                                  checkpoint=corpus.path(CHECKPOINT), progress=meter)
-    header = np.full(len(live), -1, dtype=np.int64)
-    header[need] = measured
-    bad = {need[j]: r for j, r in why.items()}
-    lo, hi = round(min_seconds * SAMPLE_RATE), round(max_seconds * SAMPLE_RATE)
-    keep_idx, n_final, mismatched = [], [], 0
-    for i, (r, _) in enumerate(live):
-        if i in bad:
-            rejects.append((r.path, bad[i]))
-            continue
-        h = int(header[i])
-        n = r.n_samples if r.n_samples is not None else h
-        if r.n_samples is not None and h > 0:
-            if abs(r.n_samples - h) > MISMATCH * h:  # the metadata's, counted and logged
-                mismatched += 1
-                if mismatched <= 10:
-                    log_mismatch(r.path, r.n_samples, h)
-            else:  # metadata is a rounding of the exact length (ms): keep the exact one, so that
-                n = h  # frame counts (labels) agree with the decoded audio
-        if n <= 0:
-            rejects.append((r.path, "zero-length audio (no frames)"))
-        elif n < lo:
-            rejects.append((r.path, f"too short: {n / SAMPLE_RATE:.3f} s < {min_seconds} s"))
-        elif n > hi:
-            rejects.append((r.path, f"too long: {n / SAMPLE_RATE:.3f} s > {max_seconds} s"))
-        else:
-            keep_idx.append(i)
-            n_final.append(n)
-    if mismatched:
+    header = np.full(len(idx), -1, dtype=np.int32)
+    header[need] = np.minimum(measured, 2**31 - 1)
+    bad = np.zeros(len(idx), dtype=bool)
+    bad[need[list(why)]] = True
+    has_meta = meta >= 0
+    both = has_meta & (header > 0)
+    mismatch = both & (np.abs(meta - header) > MISMATCH * header)
+    # metadata is a rounding of the exact length (ms): keep the exact one, so that frame counts
+    # (labels) agree with the decoded audio; a larger difference keeps the metadata's (counted)
+    final = np.where(has_meta & ~(both & ~mismatch), meta, header)
+    for j in np.flatnonzero(mismatch)[:10].tolist():
+        log_mismatch(cols.path(int(idx[j])), int(meta[j]), int(header[j]))
+    if mismatch.any():
         log.warning("%d utterance(s) whose metadata duration differs from the header by > 1%%",
-                    mismatched)
-    kept = [live[i] for i in keep_idx]
-    m = Manifest.from_columns(root, [r.path for r, _ in kept], np.asarray(n_final, dtype=np.int64),
-                              [lang for _, lang in kept], [r.dataset for r, _ in kept])
-    utter = [(r.path, r.speaker, r.source_lang, r.text) for r, _ in kept]
+                    int(mismatch.sum()))
+    lo, hi = round(min_seconds * SAMPLE_RATE), round(max_seconds * SAMPLE_RATE)
+    ok = ~bad & (final > 0) & (final >= lo) & (final <= hi)
+    reasons = {int(need[j]): r for j, r in why.items()}
+    for j in np.flatnonzero(~ok).tolist():
+        x = int(final[j])
+        if j in reasons:
+            r = reasons[j]
+        elif x <= 0:
+            r = "zero-length audio (no frames)"
+        elif x < lo:
+            r = f"too short: {x / SAMPLE_RATE:.3f} s < {min_seconds} s"
+        else:
+            r = f"too long: {x / SAMPLE_RATE:.3f} s > {max_seconds} s"
+        rejects.add(cols.path(int(idx[j])), r)
+    kept, n_kept = idx[ok], final[ok].astype(np.int64)
+    from_meta, mismatched = int(has_meta[ok].sum()), int(mismatch.sum())
+    del idx, final, header, meta, has_meta, both, mismatch, bad, ok
+    source_of, dataset_of = cols.lang_ids[kept], cols.dataset_ids[kept]
+    cols.drop_columns()  # what is left of the rows: paths and the spool
+    m = Manifest.from_columns(root, cols.take_paths(kept), n_kept, (code_of[source_of], codes),
+                              (dataset_of, list(cols.datasets.names)))
+    del dataset_of
     stats = corpus_stats(m, rejects, alpha, beta, duration_mismatch=mismatched,
-                         filtered_by_language=filtered,
-                         durations_from_metadata=sum(1 for r, _ in kept if r.n_samples is not None))
-    return _Built(m, utter, rejects, stats)
+                         filtered_by_language=filtered, durations_from_metadata=from_meta)
+
+    def utterances() -> Iterator[tuple[str, str, str, str]]:
+        src = cols.langs.names
+        for k, (speaker, text) in enumerate(cols.records(kept)):
+            yield m.path(k), speaker, src[source_of[k]], text
+    return m, utterances(), stats
 
 
 def formats_help() -> str:

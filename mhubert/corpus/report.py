@@ -9,6 +9,7 @@ from typing import Any
 
 from mhubert import storage
 from mhubert.artifacts import Corpus, Manifest
+from mhubert.corpus.columns import RejectSpool
 from mhubert.data.dataset import DataConfig
 from mhubert.data.sampling import two_level_probabilities
 from mhubert.plotting import figure_png
@@ -42,11 +43,13 @@ def probabilities(m: Manifest, alpha: float = ALPHA, beta: float = BETA) -> dict
     return out
 
 
-def corpus_stats(m: Manifest, rejects: Sequence[tuple[str, str]], alpha: float = ALPHA,
+def corpus_stats(m: Manifest, rejects: Sequence[tuple[str, str]] | RejectSpool, alpha: float = ALPHA,
                  beta: float = BETA, **extra: Any) -> dict[str, Any]:
     st = m.stats()
+    kinds = (rejects.kinds if isinstance(rejects, RejectSpool)
+             else Counter(_reason_kind(r) for _, r in rejects))
     st["rejected"] = len(rejects)
-    st["rejected_by_reason"] = dict(sorted(Counter(_reason_kind(r) for _, r in rejects).items()))
+    st["rejected_by_reason"] = dict(sorted(kinds.items()))
     st["probabilities"] = probabilities(m, alpha, beta)
     st.update(extra)
     return st
@@ -107,23 +110,36 @@ def read_rejects(url: str) -> list[tuple[str, str]]:
     return [tuple(ln.split("\t", 1)) for ln in lines if ln]  # type: ignore[misc]
 
 
+def _write_lines(url: str, header: str, rows: Iterable[tuple[str, ...]]) -> None:
+    """A TSV streamed to ``url`` in chunks (atomically): no string of the whole file."""
+    with storage.atomic_open(url) as f:
+        f.write(header.encode("utf-8"))
+        buf: list[str] = []
+        for r in rows:
+            buf.append("\t".join(_clean(x) for x in r) + "\n")
+            if len(buf) >= 65536:
+                f.write("".join(buf).encode("utf-8"))
+                buf = []
+        f.write("".join(buf).encode("utf-8"))
+
+
 def write_corpus(corpus: Corpus, m: Manifest, utterances: Iterable[tuple[str, str, str, str]],
-                 rejects: Sequence[tuple[str, str]], stats: dict[str, Any], *,
+                 rejects: Sequence[tuple[str, str]] | RejectSpool, stats: dict[str, Any], *,
                  settings: dict[str, Any], inputs: dict[str, str | None] | None = None,
                  info: dict[str, Any] | None = None) -> None:
-    """Write every file of the corpus artifact, then commit it (marker last)."""
+    """Write every file of the corpus artifact, then commit it (marker last). The manifest, the
+    sidecar and the rejects are streamed in chunks (the commit hashes them)."""
     corpus.uncommit()
-    m.write(corpus.manifest_url)  # streamed in chunks; the commit hashes it
-    with_records = [
-        (Corpus.UTTERANCES, utterances_text(utterances)),
-        (Corpus.STATS, None),
-        (Corpus.REJECTS, rejects_text(rejects)),
-    ]
-    for name, text in with_records:
-        if text is None:
-            corpus.write_json(name, stats)
-        else:
-            corpus.write_text(name, text)
+    m.write(corpus.manifest_url)
+    _write_lines(corpus.utterances_url, "\t".join(UTTERANCE_COLUMNS) + "\n", utterances)
+    if isinstance(rejects, RejectSpool):
+        with storage.atomic_open(corpus.path(Corpus.REJECTS)) as f:
+            f.write(b"path\treason\n")
+            for chunk in rejects.lines():
+                f.write(chunk)
+    else:
+        _write_lines(corpus.path(Corpus.REJECTS), "path\treason\n", rejects)
+    corpus.write_json(Corpus.STATS, stats)
     corpus.write_bytes(Corpus.PLOT, plot(stats))
     base = {"utterances": len(m), "rejected": len(rejects), "hours": stats["total"]["hours"],
             "languages": m.languages, "datasets": m.datasets}

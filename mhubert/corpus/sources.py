@@ -5,6 +5,11 @@ audio root and :class:`Row` s (path under that root, the source's own language c
 speaker, text, the duration when the metadata has one, or why the source itself already rejects the
 row). Language codes, filters, header reads, rejects and the artifact are the importer's
 (``mhubert.corpus.importer``); readers only read. Register one with :func:`register`.
+
+Rows are streamed: a reader checks the layout when called and yields its rows lazily (``rows`` is
+an iterator), its metadata files are read line by line (:func:`read_tsv`), and the audio folders it
+checks rows against are held as :class:`~mhubert.corpus.columns.KeySet` s (:func:`listing`), so
+that a reader holds no Python object per row; the importer stores them as columns.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from mhubert import storage
+from mhubert.corpus.columns import KeySet
 from mhubert.errors import BadInput
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
@@ -34,7 +40,7 @@ class Row:
 @dataclass
 class Source:
     root: str
-    rows: list[Row]
+    rows: Iterable[Row]
 
 
 @dataclass
@@ -96,37 +102,50 @@ def subdirs(url: str) -> list[str]:
     return sorted(out)
 
 
-def files_under(url: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[str]:
-    """Paths relative to ``url`` of the files with ``extensions`` below it (sorted)."""
+def iter_files(url: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> Iterator[str]:
+    """Paths relative to ``url`` of the files with ``extensions`` below it, as listed."""
     fs, path = storage.get_fs(url)
     base = path.rstrip("/")
-    out = []
     for p in fs.find(base):
         rel = p[len(base):].lstrip("/")
         if rel.lower().endswith(extensions) and not any(x.startswith(".") for x in rel.split("/")):
-            out.append(rel)
-    return sorted(out)
+            yield rel
 
 
-def read_tsv(url: str, header: bool = True, columns: list[str] | None = None) -> list[dict[str, str]]:
-    """Rows of a tab-separated file as dicts (no quoting: the releases' sentences hold quotes).
-    ``header=False``: ``columns`` name the fields; extra fields are dropped, missing ones empty."""
-    text = storage.read_text(url)
-    reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
-    rows = [r for r in reader if r and any(x.strip() for x in r)]
-    if header:
-        if not rows:
-            return []
-        columns, rows = [c.strip() for c in rows[0]], rows[1:]
-    assert columns is not None
-    return [{c: (r[i] if i < len(r) else "") for i, c in enumerate(columns)} for r in rows]
+def files_under(url: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[str]:
+    """Paths relative to ``url`` of the files with ``extensions`` below it (sorted)."""
+    return sorted(iter_files(url, extensions))
 
 
-def tsv_or_none(url: str, **kw) -> list[dict[str, str]] | None:
+def listing(url: str, extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> KeySet:
+    """The files below ``url`` (relative paths), for ``rel in listing`` checks, 16 bytes a file."""
+    return KeySet(iter_files(url, extensions))
+
+
+def read_tsv(url: str, header: bool = True, columns: list[str] | None = None) -> Iterator[dict[str, str]]:
+    """Rows of a tab-separated file as dicts, streamed line by line (no quoting: the releases'
+    sentences hold quotes). ``header=False``: ``columns`` name the fields; extra fields are
+    dropped, missing ones empty."""
+    fs, path = storage.get_fs(url)
+    with fs.open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        reader = csv.reader(text, delimiter="\t", quoting=csv.QUOTE_NONE)
+        for r in reader:
+            if not r or not any(x.strip() for x in r):
+                continue
+            if columns is None:
+                if not header:
+                    raise ValueError("read_tsv: header=False needs columns")
+                columns = [c.strip() for c in r]
+                continue
+            yield {c: (r[i] if i < len(r) else "") for i, c in enumerate(columns)}
+
+
+def tsv_or_none(url: str, **kw) -> Iterator[dict[str, str]] | None:
     return read_tsv(url, **kw) if storage.exists(url) else None
 
 
-def missing_audio(rows: Iterable[Row], present: set[str], shown: Callable[[Row], str] | None = None
+def missing_audio(rows: Iterable[Row], present: set[str] | KeySet, shown: Callable[[Row], str] | None = None
                   ) -> Iterator[Row]:
     """Mark rows whose file is not in ``present`` (a listing of the source) as rejected."""
     for r in rows:

@@ -100,19 +100,23 @@ def extract_pooled(model: torch.nn.Module, urls: list[str], opts: ExtractionOpti
 
 
 def model_identity(model_uri: str) -> str:
-    """What identifies the model's weights (not only its URL, which a retrained run reuses): its
-    artifact fingerprint when committed with one, else the sha256 of its weights file."""
+    """What identifies the model's weights (not only its URL, which a retrained run reuses, nor its
+    marker's fingerprint, which only its config makes): the sha256 its committed marker records for
+    the weights file, else the sha256 of that file."""
     from mhubert.artifacts import Model
     from mhubert.artifacts.marker import hash_url
 
     art = Model(model_uri)
+    weights = ("model.safetensors", "pytorch_model.bin")
     if not model_uri.endswith(".pt") and art.is_committed():
         try:
-            if art.fingerprint:
-                return str(art.fingerprint)
+            files = art.marker().files
         except BadInput:
-            pass
-    for url in (model_uri, art.path("model.safetensors"), art.path("pytorch_model.bin")):
+            files = {}
+        for name in weights:
+            if name in files:
+                return files[name].sha256
+    for url in (model_uri, *(art.path(w) for w in weights)):
         fs, path = storage.get_fs(url)
         if fs.isfile(path):
             return hash_url(url).sha256
