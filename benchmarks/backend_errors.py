@@ -89,9 +89,12 @@ def mhubert_cli(*args: object) -> None:
     subprocess.run([sys.executable, "-m", "mhubert", *map(str, args)], check=True)
 
 
-def fit_units(model_uri: str, manifest_url: str, out: str, preset: str, layer: int, k: int) -> str:
-    """The units index as ``publish`` fits it (same commands and options) on ``manifest_url``."""
-    opts = ["--preset", preset, "--num-clusters", k, "--quiet", "--force"]
+def fit_units(model_uri: str, manifest_url: str, out: str, preset: str, layer: int, k: int,
+              overrides: list[str]) -> str:
+    """The units index as ``publish`` fits it (same commands and options, ``overrides`` being its
+    ``cluster_overrides``) on ``manifest_url``."""
+    sets = [a for o in overrides for a in ("--set", o)]
+    opts = ["--preset", preset, "--num-clusters", k, "--quiet", *sets, "--force"]
     mhubert_cli("cluster", "sample", "--manifest", manifest_url, "--out", out, "--features", "hubert",
                 "--model", model_uri, "--layer", layer, *opts)
     mhubert_cli("cluster", "fit", "--out", out, *opts)
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> dict:
     layer = args.units_layer if args.units_layer >= 0 else int(last["layer"])
     k = args.num_clusters or int(last["num_clusters"])
     index_dir = args.index or fit_units(args.model, fit_url, os.path.join(args.work, "units"), args.preset,
-                                        layer, k)
+                                        layer, k, args.cluster_set)
     art = Index(index_dir)
     ci = load_index(art.index_url, art.centroids_url)
     fit_s = time.perf_counter() - t0
@@ -304,6 +307,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--index", default="", help="use this units Index directory instead of fitting one")
     ap.add_argument("--units-layer", type=int, default=-1, help="default: the preset's last iteration's")
     ap.add_argument("--num-clusters", type=int, default=0, help="default: the preset's last iteration's")
+    ap.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="clustering override (publish's cluster_overrides); with the base preset on a "
+                    "small corpus pass clustering.memory_budget_gb=<the sample's size>, else the "
+                    "sampler repeats utterances up to its 850 GB budget")
     ap.add_argument("--eval-per-lang", type=int, default=10, help="evaluated utterances per language")
     ap.add_argument("--fit-per-lang", type=int, default=30, help="utterances per language the head and "
                     "index are fit on (disjoint from the evaluated ones)")
