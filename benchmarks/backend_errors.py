@@ -21,8 +21,14 @@ sizes and lengths differ from the export's traced example, it reports against th
 first transformer layer kept in fp32) from the same fp32 export, to measure what helps when a target is
 missed; they are ONNX Runtime ``quantize_dynamic`` options, not serving backends.
 
-    python benchmarks/backend_errors.py --model RUN/serving/model --manifest RUN/corpus/manifest.tsv \
-        --preset tiny --work /tmp/be-tiny --eval-per-lang 10 --fit-per-lang 30 --json out.json
+    python benchmarks/backend_errors.py --model RUN --preset tiny --work /tmp/be-tiny --json out.json
+    python benchmarks/backend_errors.py --model MODEL_DIR --manifest CORPUS/manifest.tsv --preset base \
+        --work /tmp/be-base --eval-per-lang 5 --fit-per-lang 12 --variants \
+        --cluster-set clustering.memory_budget_gb=0.07
+
+Besides the plain cosine it reports the centred one (embeddings minus torch's mean over the evaluated
+utterances) and |error| / spread: a model whose layers give nearly the same vector for every utterance
+meets the plain cosine while its LID and units are noise (docs/benchmarks.md).
 """
 
 from __future__ import annotations
