@@ -121,3 +121,22 @@ def test_sigterm_stops_sampling_at_a_part_boundary_and_rerun_completes(tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["num_utterances"] == 6
     ClusteringSample(str(tmp_path / "clu" / "sample")).verify()
+
+
+def test_a_sample_larger_than_the_free_disk_stops_before_writing(tmp_path, monkeypatch):
+    """A small corpus repeated up to a large budget (the base preset's 850 GB) must not fill the
+    disk: the sample is refused before any part is written, naming the budget to lower."""
+    import shutil
+
+    murl = make_corpus(str(tmp_path))
+    out = tmp_path / "clu" / "sample"
+    real = shutil.disk_usage
+    monkeypatch.setattr(csample.shutil, "disk_usage", lambda p: real(p)._replace(free=100_000))
+    with pytest.raises(csample.BadInput, match=r"memory_budget_gb=0.001\) but .* has 0.0001 GB free"):
+        csample.build_sample(murl, str(out), FeatureSpec("mfcc"), ClusteringConfig(memory_budget_gb=1e-3),
+                             progress=False)
+    assert not any(n.startswith("part-") for n in os.listdir(out))
+    monkeypatch.undo()
+    info = csample.build_sample(murl, str(out), FeatureSpec("mfcc"), ClusteringConfig(memory_budget_gb=1e-3),
+                                progress=False)
+    assert info["num_frames"] * 156 > 100_000   # it would not have fitted

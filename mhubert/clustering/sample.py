@@ -124,6 +124,11 @@ def build_sample(manifest_url: str, out_dir: str, spec: FeatureSpec, cfg: Cluste
     local_out = storage.local_path(out_dir)
     if local_out is not None:
         os.makedirs(local_out, exist_ok=True)
+        need, free = total * ex.bytes_per_frame, shutil.disk_usage(local_out).free
+        if need > free:   # a small corpus repeated up to a large budget would fill the disk
+            raise BadInput(f"the clustering sample needs {need / 1e9:.3g} GB ({len(idx)} utterance copies "
+                           f"filling clustering.memory_budget_gb={cfg.memory_budget_gb:g}) but "
+                           f"{local_out} has {free / 1e9:.3g} GB free: lower clustering.memory_budget_gb")
     if storage.exists(out_dir):       # parts an interrupted run left behind are not ours
         for name in storage.listdir(out_dir):
             if name.startswith("part-") and name.endswith(".npy"):
