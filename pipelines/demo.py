@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from mhubert import storage
 from mhubert.artifacts import RunLayout
 from mhubert.cli import main as mhubert
-from mhubert.eval.iteration import read_probes, upstream_headline
 from pipelines.cli import parse_iterations
 
 
@@ -79,6 +78,8 @@ def probe_table(run: RunLayout, iterations: Sequence[int]) -> list[str]:
     """One row per iteration (and FBANK first, from the first iteration's probes): PNMI and unit LID
     of its labels, the LID head's held-out accuracy, and the ML-SUPERB-style probes' LID accuracy and
     CER. [] when no iteration has probes."""
+    from mhubert.eval.iteration import read_probes, upstream_headline  # torch: not on `demo --help`
+
     rows, settings = [], None
     for n in iterations:
         ev = run.iteration(n).eval
@@ -115,6 +116,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
     ap.add_argument("--force", action="store_true", help="recompute every stage")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="passed to `pipeline run` (e.g. train.seed=2 clustering.seed=2 for another "
+                         "training seed, superb.max_steps=500 for longer probes)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -141,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     if not storage.is_committed(corpus):
         _step("corpus", "synth", "--out", corpus, "--utterances", str(args.utterances))
     _step("pipeline", "run", "--local", "--preset", "tiny", "--corpus", corpus, "--root", run_root,
-          "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []))
+          "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []),
+          *[a for o in args.overrides for a in ("--set", o)])
     t_pipeline = time.monotonic() - t0
 
     registry = layout.serving.registry()
