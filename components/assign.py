@@ -19,6 +19,8 @@ def assign_shard(item: dict) -> str:
             "--preset", item["preset"], "--quiet"]
     if item.get("model"):
         args += ["--model", item["model"]]
+    for o in item.get("overrides") or []:  # the run's clustering overrides (label_method, ...)
+        args += ["--set", o]
     if item.get("force"):
         args += ["--force"]
     mhubert(*args)

@@ -21,7 +21,8 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
     clustering options (e.g. ``mode=exact``). ``on_change`` is passed to both stages (they reuse a
     result only when it was made the same way). ``label_rate`` (100 for MFCC, 50 for HuBERT) travels
     with the work items. Returns one work item per label shard: a dict carrying every URL the shard
-    task needs (the index URL included; it is also the ``index`` artifact's ``uri`` metadata). A
+    task needs (the index URL included; it is also the ``index`` artifact's ``uri`` metadata, and
+    ``overrides``: ``label_method`` and ``hnsw_ef_search`` are the labelling's settings). A
     single output, because kfp.local 2.17 cannot loop over one of several named outputs.
     """
     from components._common import figures, log_metrics, mhubert, write_uri
@@ -57,5 +58,5 @@ def cluster(manifest_uri: str, output_root: str, iteration: int, features: str, 
     return [{"manifest": manifest_uri, "index": index_uri, "clustering": clustering.url, "features": features,
              "layer": layer, "model": model_uri, "label_rate": label_rate, "shard": i,
              "num_shards": num_shards, "labels": it.labels.url, "preset": preset,
-             "force": on_change == "force"}
+             "overrides": list(overrides), "force": on_change == "force"}
             for i in range(num_shards)]

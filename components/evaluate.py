@@ -16,14 +16,17 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
              lid_probe: bool = True,
              lid_overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
              superb_overrides: list[str] = [],  # noqa: B006
-             superb_baseline: bool = False, on_change: str = "stop") -> str:
+             superb_baseline: bool = False, on_change: str = "stop",
+             cluster_overrides: list[str] = []) -> str:  # noqa: B006
     """Score the iteration into ``RunLayout(output_root).iteration(N).eval``: the k-means quality
     report (agreement with exact k-means, PNMI/purity against languages, unit-LID accuracy of the
     labels, cluster sizes) of the iteration's index (or ``init_index``, which has no sample here to
     score), and, with ``lid_probe``, a LID head trained on the frozen model (``eval/lid``) with its
     held-out accuracy and confusion matrix (``eval/lid-eval``), and the preset's ``superb`` probes
     (``superb_overrides``: ``key=value``) on the model, with ``superb_baseline`` (the run's first
-    iteration) on FBANK too (``eval/superb``). Returns the LID head URL ("" without a probe)."""
+    iteration) on FBANK too (``eval/superb``). Returns the LID head URL ("" without a probe).
+    ``cluster_overrides`` (``key=value``, the run's clustering ones) name the labelling method the
+    report scores the sample with, as the labels were made."""
     from components._common import figures, json_table, log_metrics, mhubert, png_html, write_artifact_json
     from mhubert.artifacts import RunLayout
 
@@ -32,9 +35,12 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
     index_uri = init_index or it.clustering.index.index_url
     page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
     if sample.is_committed() and not init_index:
+        from mhubert.clustering.cli import stage_config
         from mhubert.clustering.quality import report as quality_report
 
-        q = quality_report(ev.url, index_uri, sample.url, manifest_uri, labels=labels_uri)
+        method = stage_config(preset, None, list(cluster_overrides)).label_method
+        q = quality_report(ev.url, index_uri, sample.url, manifest_uri, labels=labels_uri,
+                           label_method=method)
         flat = {k: v for k, v in q.items() if not isinstance(v, dict)}
         flat.update({f"language_{k}": v for k, v in (q.get("language") or {}).items()})
         flat.update({f"reference_{k}": v for k, v in (q.get("reference") or {}).items()})

@@ -115,15 +115,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _preview(args: argparse.Namespace, plan: Any, opt: Any) -> None:
-    """The cost preview first (when the corpus is a manifest already), and a large preset on a
-    machine without a GPU only with --yes."""
-    if plan.corpus.endswith((".tsv", ".txt")) and not args.dataset:
-        from pipelines.plan import plan as cost
-        from pipelines.plan import render
+    """The cost preview first (:mod:`pipelines.preview`: a manifest's rows, or a folder's or
+    sources' durations read before the import), and a large preset on a machine without a GPU only
+    with --yes."""
+    from pipelines.preview import device_kind, preview
 
-        gpus = args.gpus_per_node or 1
-        print(render(cost(plan.corpus, args.preset, args.nodes or 1, gpus, None,
-                          [*args.overrides, *args.train_set], tuple(opt.iterations))), flush=True)
+    overrides = [*plan.train_overrides, *(f"clustering.{kv}" for kv in plan.cluster_overrides)]
+    print(preview(plan.corpus, plan.corpus_format, plan.sources, args.dataset, args.preset, args.nodes or 1,
+                  args.gpus_per_node or 1, device_kind() if args.local else None, overrides,
+                  tuple(opt.iterations)), flush=True)
     if args.local and args.preset == "base" and not args.yes:
         import torch
 

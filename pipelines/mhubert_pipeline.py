@@ -167,7 +167,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                                  preset=preset, init_index=init_index if n == first else "",
                                  lid_probe=lid_probe, lid_overrides=lid_overrides,
                                  superb_overrides=superb_overrides, superb_baseline=n == first,
-                                 on_change=on_change),
+                                 on_change=on_change, cluster_overrides=cluster_overrides),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         # the units index is fit on the served model's features (layer units_layer): a GPU task

@@ -61,17 +61,30 @@ def plan(manifest_url: str, preset: str, nodes: int, gpus_per_node: int, gpu: st
          overrides: list[str] | None = None, iterations: tuple[int, ...] = (1, 2, 3)) -> dict[str, Any]:
     """The plan as a dict: ``{"corpus": {...}, "rate": {...}, "iterations": [IterationPlan...]}``."""
     from mhubert.artifacts import Manifest
+
+    manifest = Manifest.read(manifest_url)
+    if len(manifest) == 0:
+        raise BadInput(f"{manifest_url} has no utterances")
+    return plan_samples({"manifest": manifest_url, "languages": len(manifest.languages)},
+                        [e.n_samples for e in manifest.entries], preset, nodes, gpus_per_node, gpu,
+                        overrides, iterations)
+
+
+def plan_samples(corpus: dict[str, Any], samples: list[int], preset: str, nodes: int, gpus_per_node: int,
+                 gpu: str | None = None, overrides: list[str] | None = None,
+                 iterations: tuple[int, ...] = (1, 2, 3), scale: float = 1.0) -> dict[str, Any]:
+    """:func:`plan` on utterance lengths (16 kHz samples) rather than a manifest: ``corpus`` says what
+    they are (``languages``, and how they were read). ``scale``: each length stands for that many
+    utterances (a random sample of a large corpus): utterances, hours and label frames are scaled."""
     from mhubert.config import iteration_schedule, iteration_train_overrides, load_sections, route_overrides
     from mhubert.constants import SAMPLE_RATE
     from pipelines.preflight import TRAIN_SECTIONS, sections
 
     if nodes < 1 or gpus_per_node < 1:
         raise BadInput(f"--nodes and --gpus-per-node must be >= 1, got {nodes} and {gpus_per_node}")
-    manifest = Manifest.read(manifest_url)
-    if len(manifest) == 0:
-        raise BadInput(f"{manifest_url} has no utterances")
-    samples = [e.n_samples for e in manifest.entries]
-    corpus_hours = sum(samples) / SAMPLE_RATE / 3600
+    if not samples:
+        raise BadInput(f"{corpus.get('manifest') or corpus.get('source') or 'the corpus'} has no utterances")
+    corpus_hours = scale * sum(samples) / SAMPLE_RATE / 3600
     secs = sections()
     routed = route_overrides(overrides or [], secs)
     sched = iteration_schedule(preset)
@@ -82,6 +95,7 @@ def plan(manifest_url: str, preset: str, nodes: int, gpus_per_node: int, gpu: st
         rate, source = None, None  # the recorded figures are for the base model
     clustering = load_sections(preset, {"clustering": secs["clustering"]},
                                [f"clustering.{kv}" for kv in routed["clustering"]])["clustering"]
+    k_set = any(kv.split("=", 1)[0].strip() == "num_clusters" for kv in routed["clustering"])
     out = []
     for n in iterations:
         it = sched[n - 1]
@@ -92,9 +106,9 @@ def plan(manifest_url: str, preset: str, nodes: int, gpus_per_node: int, gpu: st
         per_update = int(cfg["data"].max_tokens) * world * int(cfg["train"].update_freq)
         seen_s = updates * per_update / SAMPLE_RATE
         device_h = seen_s / rate / 3600 if rate else None
-        frames = label_frames(samples, int(it["label_rate"]), SAMPLE_RATE)
+        frames = round(scale * label_frames(samples, int(it["label_rate"]), SAMPLE_RATE))
         dim = MFCC_DIM if it["features"] == "mfcc" else int(cfg["model"].embed_dim)
-        k = int(it["num_clusters"])
+        k = int(clustering.num_clusters if k_set else it["num_clusters"])  # a --set K wins, as in `cluster`
         rows = int(clustering.memory_budget_gb * 1e9 // (dim * 4))
         out.append(IterationPlan(
             iteration=n, features=it["features"], label_rate=int(it["label_rate"]), num_clusters=k,
@@ -103,8 +117,7 @@ def plan(manifest_url: str, preset: str, nodes: int, gpus_per_node: int, gpu: st
             wall_hours=device_h / world if device_h is not None else None, label_frames=frames,
             label_bytes=frames * 2, feature_dim=dim, sample_rows=rows, sample_bytes=rows * dim * 4,
             sample_repeats=rows / frames if frames else 0.0, index_bytes=k * dim * 4))
-    return {"corpus": {"manifest": manifest_url, "utterances": len(manifest), "hours": corpus_hours,
-                       "languages": len(manifest.languages)},
+    return {"corpus": {**corpus, "utterances": round(scale * len(samples)), "hours": corpus_hours},
             "devices": {"nodes": nodes, "gpus_per_node": gpus_per_node, "gpu": kind},
             "rate": {"audio_seconds_per_second_per_gpu": rate, "source": source},
             "iterations": [asdict(p) for p in out]}
@@ -124,10 +137,22 @@ def _hours(h: float | None) -> str:
     return f"{h:,.1f} h" if h < 48 else f"{h / 24:,.1f} days"
 
 
+def _audio(h: float) -> str:
+    return f"{h:,.1f} h" if h >= 1 else f"{h * 60:,.1f} min"
+
+
 def render(p: dict[str, Any]) -> str:
     c, d, r = p["corpus"], p["devices"], p["rate"]
-    audio = f"{c['hours']:,.1f} h" if c["hours"] >= 1 else f"{c['hours'] * 60:.1f} min"
-    lines = [f"corpus: {c['utterances']:,} utterances, {audio}, {c['languages']} languages; "
+    audio = _audio(c["hours"])
+    est = c.get("estimate")  # a folder or --src corpus: durations read before the import
+    partial = bool(est) and est["sampled"] < est["files"]
+    how = ""
+    if est:
+        which = (f"an estimate from a random sample of {est['sampled']:,} of {est['files']:,} audio files"
+                 if partial else f"all {est['files']:,} audio files")
+        how = f" ({which}, {est['range']} kept as prepare will)"
+    lines = [f"corpus: {'~' if partial else ''}{c['utterances']:,} utterances, "
+             f"{audio}, {c['languages']} languages{how}; "
              f"{d['nodes']} node(s) x {d['gpus_per_node']} GPU(s)" + (f" ({d['gpu']})" if d["gpu"] else "")]
     if r["audio_seconds_per_second_per_gpu"]:
         lines.append(f"training rate: {r['audio_seconds_per_second_per_gpu']:.0f} audio-s/s per GPU, "
@@ -140,7 +165,7 @@ def render(p: dict[str, Any]) -> str:
             f"iteration {it['iteration']} ({it['features']}, {it['label_rate']} Hz labels, "
             f"K={it['num_clusters']}): "
             f"{it['updates']:,} updates x {it['samples_per_update'] / 16000:,.0f} s of audio = "
-            f"<= {it['audio_hours_seen']:,.0f} h seen ({it['corpus_passes']:,.1f} passes over the corpus); "
+            f"<= {_audio(it['audio_hours_seen'])} seen ({it['corpus_passes']:,.1f} passes over the corpus); "
             f"{_hours(it['device_hours'])} device time, {_hours(it['wall_hours'])} wall; "
             f"labels {_size(it['label_bytes'])} ({it['label_frames']:,} frames x 2 B); "
             f"clustering sample {it['sample_rows']:,} rows x {it['feature_dim']} = "

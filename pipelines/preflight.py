@@ -101,6 +101,9 @@ def check_corpus(corpus: str, dataset: str | None, root: str) -> str:
             raise BadInput("--dataset names the dataset of a <lang>/<file> folder, not of a TSV")
         return corpus
     fs, base = storage.get_fs(corpus)
+    if fs.isfile(base):
+        raise BadInput(f"--corpus {corpus}: a file, not a manifest TSV (.tsv/.txt) nor a folder laid out "
+                       "<dataset>/<lang>/<file>; give the folder that holds your audio")
     if not fs.isdir(base):
         raise BadInput(f"--corpus {corpus}: not found or not a directory")
     base = base.rstrip("/")

@@ -86,9 +86,10 @@ def walk(root: str, corpus: str, preset: str, iterations: tuple[int, ...], on_ch
             if not _reused(index, fit_settings(cfg), {"sample": sample.fingerprint}):
                 return
             index_url = index.index_url
-        # the assign component passes the preset alone (components/assign.py)
+        # the assign component passes the preset and the clustering overrides (components/assign.py)
         labels = step.labels
-        if not _reused(labels, assign_settings(spec, stage_config(preset), num_shards),
+        assign_cfg = stage_config(preset, None, cluster_overrides)
+        if not _reused(labels, assign_settings(spec, assign_cfg, num_shards),
                        assign_inputs(manifest, index_url, spec)):
             return
         train = step.train

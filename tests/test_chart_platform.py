@@ -170,11 +170,16 @@ def test_podmonitor_matches_the_runtime_pods():
     selector = pm["spec"]["selector"]["matchLabels"]
     assert selector and selector.items() <= pod["metadata"]["labels"].items()
     ports = {p["name"]: p for c in pod["spec"]["containers"] for p in c.get("ports", [])}
-    (endpoint,) = pm["spec"]["podMetricsEndpoints"]
-    assert endpoint["port"] in ports and endpoint["interval"] == "15s"
-    port = ports[endpoint["port"]]["containerPort"]
+    endpoints = pm["spec"]["podMetricsEndpoints"]
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    assert env["MHUBERT_METRICS_PORT"] == str(port) == "9400"      # the trainer serves where it is scraped
+    assert env["MHUBERT_METRICS_PORT"] == "9400"
+    # local rank r serves on MHUBERT_METRICS_PORT + r (mhubert.train.telemetry): every one of the
+    # node's ranks is declared and scraped, rank 0 included
+    assert [ports[e["port"]]["containerPort"] for e in endpoints] == [9400 + r for r in range(8)]
+    assert all(e["interval"] == "15s" and e["path"] == "/metrics" for e in endpoints)
+    four = _by_kind(_render({"trainingRuntime": {"metricsPortsPerNode": 4}}))
+    assert len(four["PodMonitor"][0]["spec"]["podMetricsEndpoints"]) == 4
+    assert len(_runtime_pod(four["TrainingRuntime"][0])["spec"]["containers"][0]["ports"]) == 4
 
 
 def test_runtime_and_podmonitor_are_optional():

@@ -47,3 +47,27 @@ def test_missing_input_is_a_one_line_error(tmp_path):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert "error" in r.stderr.lower()
+
+
+def test_an_audio_file_given_as_a_manifest_is_one_line(tmp_path, capsys):
+    """Issue 15: `corpus manifest --tsv` on a wav file was a UnicodeDecodeError traceback."""
+    import numpy as np
+    import soundfile as sf
+
+    wav, tsv = tmp_path / "a.wav", tmp_path / "a.tsv"
+    sf.write(str(wav), np.zeros(16000, dtype=np.float32), 16000, subtype="PCM_16")
+    tsv.write_bytes(wav.read_bytes())  # the name of a manifest, an audio file's bytes
+    runs = {"corpus": ["corpus", "manifest", "--tsv", str(wav), "--out", str(tmp_path / "o"), "--quiet"],
+            "plan": ["plan", "--manifest", str(wav)],
+            "pipeline": ["pipeline", "run", "--local", "--corpus", str(tsv), "--root", str(tmp_path / "r"),
+                         "--preset", "tiny", "--iterations", "1", "--dry-run"]}
+    for name, argv in runs.items():
+        assert main(argv) == 2, name
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"mhubert {name}: error: "), line
+        assert "not a manifest TSV (not UTF-8 text" in line, line
+    assert main(["pipeline", "run", "--local", "--corpus", str(wav), "--root", str(tmp_path / "r"),
+                 "--preset", "tiny", "--iterations", "1", "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "a file, not a manifest TSV" in line and "<dataset>/<lang>/<file>" in line, line
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists()

@@ -165,3 +165,15 @@ def test_no_task_uses_the_kfp_cache(full):
     assert enabled == [], enabled
     # and the run-time choice for a committed result made otherwise is a pipeline parameter
     assert spec["root"]["inputDefinitions"]["parameters"]["on_change"]["defaultValue"] == "stop"
+
+
+def test_the_clustering_overrides_reach_every_stage_that_labels(full):
+    """``--cluster-set``/``--set clustering.*`` (e.g. label_method) go to the cluster task, which hands
+    them to each assign shard in its work items, to the quality report of evaluate, and to publish's
+    units index: no stage labels with the preset's method when the run named another."""
+    spec, _ = full
+    tasks = spec["root"]["dag"]["tasks"]
+    for name in ("cluster", "evaluate", "publish"):
+        params = tasks[name]["inputs"]["parameters"]
+        key = "overrides" if name == "cluster" else "cluster_overrides"
+        assert params[key]["componentInputParameter"] == "cluster_overrides", (name, params.get(key))

@@ -138,8 +138,15 @@ def test_a_failing_stage_ends_with_its_one_line_cause(tmp_path, capsys):
     for lang in ("en", "fr"):
         _wav(tmp_path / "short" / "ds" / lang / "0.wav", 0.5)
     root = tmp_path / "run"
-    rc, err = _run(capsys, str(tmp_path / "short"), root)
+    rc = main(["pipeline", "run", "--local", "--corpus", str(tmp_path / "short"), "--root", str(root),
+               "--preset", "tiny", "--iterations", "1"])
+    cap = capsys.readouterr()
+    err = cap.err
     assert rc == 2, err
+    # the cost preview came first (scope 7), before kfp.local started: here it says what prepare will do
+    out = cap.out.splitlines()
+    assert out[0] == ("cost preview: none of the 2 audio files measured is within 2-30 s: the prepare stage "
+                      "will keep none") and out[1].startswith("running 1 iteration(s) with kfp.local"), out
     last = err.strip().splitlines()[-1]
     m = re.match(r"mhubert pipeline: error: (prepare|iter1 cluster) failed: mhubert (corpus manifest|cluster "
                  r"sample): .*(no utterance|no usable|too short|rejected)", last)
@@ -183,7 +190,7 @@ def trained_root(tmp_path_factory):
     for shard in (0, 1):
         assert main(["cluster", "assign", "--manifest", manifest, "--index", it.clustering.index.index_url,
                      "--labels", it.labels.url, *feat, "--shard", str(shard), "--num-shards", "2",
-                     "--preset", "tiny", "--quiet"]) == 0
+                     "--preset", "tiny", "--quiet", *sets]) == 0
     assert main(["cluster", "merge", "--labels", it.labels.url, "--num-shards", "2", "--quiet"]) == 0
     train = ["--preset", "tiny", "--manifest", manifest, "--labels", it.labels.url, "--out", it.train.url]
     for o in iteration_train_overrides("tiny", 1, ["train.max_update=2", "train.log_interval=1"]):
@@ -213,6 +220,9 @@ def test_same_settings_pass_the_stale_check(trained_root, capsys):
     (["--set", "train.max_update=3"], "iter1/train", "recipe.train.max_update: 2 -> 3", True),
     (["--cluster-set", "seed=5"], "iter1/clustering/sample", "clustering.seed: ", False),
     (["--set", "lid.epochs=7"], "iter1/eval/lid", "lid.epochs: ", False),
+    # the labelling method reaches `cluster assign` (components/assign.py), so it is the labels' setting
+    (["--cluster-set", "label_method=exact"], "iter1/labels", 'clustering.label_method: "auto" -> "exact"',
+     False),
 ])
 def test_other_settings_stop_before_any_stage(trained_root, capsys, extra, stage, expected, resumable):
     from mhubert.artifacts import RunLayout

@@ -63,7 +63,7 @@ def corpus(tmp_path_factory):
 def clean_run(corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ddp") / "run")
     proc = _torchrun(corpus, out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]
     return out
 
 
@@ -91,16 +91,16 @@ def test_a_killed_rank_recovers_and_a_sigterm_stops_cleanly_then_resumes(corpus,
     # attempt 0: rank 1 is SIGKILLed after update 5; torchrun restarts both ranks from update 3;
     # attempt 1: after update 4 rank 1 sends SIGTERM to torchrun, which forwards it to both ranks
     proc = _torchrun(corpus, out, faults, restarts=1)
-    assert os.path.exists(killed) and os.path.exists(termed), proc.stderr[-3000:]
+    assert os.path.exists(killed) and os.path.exists(termed), proc.stderr[-6000:]
     assert "resumed from" in proc.stderr and "step-00000003.pt" in proc.stderr
-    assert proc.stderr.count("stop requested (SIGTERM)") == 2, proc.stderr[-3000:]  # both ranks
+    assert proc.stderr.count("stop requested (SIGTERM)") == 2, proc.stderr[-6000:]  # both ranks
     assert "every rank stops after update 4" in proc.stderr
     assert not TrainRun(out).is_committed()
-    assert ckpt.latest_url(out).endswith("step-00000004.pt")
+    assert ckpt.latest_url(out).endswith("step-00000004.pt"), proc.stderr[-6000:]
     assert ckpt.load(ckpt.latest_url(out))["step"] == 4
     # the relaunch resumes from the preemption checkpoint and ends as the uninterrupted run
     proc = _torchrun(corpus, out)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-6000:]
     assert "step-00000004.pt (update 4" in proc.stderr
     info = TrainRun(out).info
     assert info["param_sha256"][0] == info["param_sha256"][1]

@@ -310,6 +310,9 @@ class Manifest:
                 return cls._parse(f, url)
         except FileNotFoundError as e:
             raise BadInput(f"manifest not found: {url}") from e
+        except UnicodeDecodeError:
+            raise BadInput(f"{url}: not a manifest TSV (not UTF-8 text; an audio file?): a manifest is a "
+                           "root line, then path<TAB>n_samples[<TAB>lang<TAB>dataset] rows") from None
 
     def write(self, url: str) -> None:
         """Atomically write the text form to ``url``."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -183,11 +182,14 @@ def _identity(x):
     return x
 
 
-def _ignore_sigterm(worker_id: int) -> None:
-    """Decoding workers leave SIGTERM to the trainer: torchrun signals each rank's process group,
-    and a worker dying of it would abort the rank while it writes its preemption checkpoint (the
-    workers still exit with their parent)."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+def _own_process_group(worker_id: int) -> None:
+    """Decoding workers leave SIGTERM to the trainer. torchrun signals each rank's process group,
+    and a worker dying of it would abort the rank while it writes its preemption checkpoint; so
+    each worker leaves that group. It still ends when the loader shuts it down (multiprocessing's
+    SIGTERM reaches it), and within seconds of its rank's death (the loader's parent watchdog).
+    (Ignoring SIGTERM instead made a rank that exits with its loader still open hang at exit:
+    multiprocessing terminates and joins its children there, and the join never returns.)"""
+    os.setpgid(0, 0)
 
 
 class EpochPlanner:
@@ -212,7 +214,7 @@ class EpochPlanner:
         workers = self.data.cfg.num_workers
         dl = DataLoader(BatchDecoder(self.data, self.seed), batch_size=None,
                         sampler=batches[start:], num_workers=workers, collate_fn=_identity,
-                        worker_init_fn=_ignore_sigterm if workers else None,
+                        worker_init_fn=_own_process_group if workers else None,
                         persistent_workers=False,
                         prefetch_factor=max(1, self.data.cfg.prefetch_batches) if workers else None,
                         # a private generator: creating the loader must not consume the global

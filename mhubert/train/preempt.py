@@ -5,8 +5,10 @@ agree (a MAX all_reduce, so every rank stops after the same update), write one c
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
+import sys
 import threading
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,10 @@ class StopRequest:
 
     def wait(self, timeout: float) -> bool:
         return self.event.wait(timeout)
+
+    @staticmethod
+    def watchdog(seconds: float) -> None:
+        """After an agreed stop: if this process is still alive ``seconds`` later (a stop that hangs
+        would be SIGKILLed at the end of the grace period, with no word on where it hung), print
+        every thread's stack to stderr. The process goes on; the operator gets the place."""
+        faulthandler.dump_traceback_later(seconds, exit=False, file=sys.stderr)

@@ -270,6 +270,7 @@ class Trainer:
                 log.warning("stop requested (SIGTERM) on %s: every rank stops after update %d",
                             "this rank" if self.stop.requested else "another rank", step)
                 self.preempted = True
+                self.stop.watchdog(STOP_BUDGET_S + 5)
                 if step > last_saved:
                     self.save(budget_s=STOP_BUDGET_S)
                     last_saved = step
