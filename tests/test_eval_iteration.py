@@ -16,7 +16,7 @@ from mhubert.cli import main
 from mhubert.config import load_sections
 from mhubert.errors import BadInput
 from mhubert.eval.config import SuperbConfig
-from mhubert.eval.iteration import flat_metrics, lid_confusion, probe_url, read_probes, run_probes
+from mhubert.eval.iteration import flat_metrics, lid_confusion, probe_url, read_probes, run_probes, tasks_for
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,11 @@ def test_section_checks():
         cfg = load_sections(preset, {"superb": SuperbConfig}, ["superb.seed=7"])["superb"]
         assert cfg.seed == 7 and cfg.task_list
     assert load_sections("base", {"superb": SuperbConfig})["superb"].train_per_lang == "10min"
+
+
+def test_a_corpus_without_transcripts_gets_the_lid_probe_only():
+    assert tasks_for(["asr+lid"], False) == ["lid"] and tasks_for(["lid", "asr+lid"], False) == ["lid"]
+    assert tasks_for(["asr"], False) == [] and tasks_for(["asr", "lid"], True) == ["asr", "lid"]
 
 
 def test_pipeline_run_checks_the_section_first(tmp_path, capsys):

@@ -8,14 +8,19 @@ Layout under the iteration's ``eval/superb/``: ``<upstream>/<task>/`` (``model``
 
 from __future__ import annotations
 
+import logging
+
 from mhubert import storage
 from mhubert.eval.config import SuperbConfig
+from mhubert.eval.corpus import load_corpus
 from mhubert.eval.metrics import headline
 from mhubert.eval.superb import LID_JSON, METRICS, run_superb
 from mhubert.eval.upstream import FBANK
 
 MODEL = "model"
 UPSTREAMS = (FBANK, MODEL)
+
+log = logging.getLogger(__name__)
 
 
 def probe_url(superb_url: str, upstream: str, task: str) -> str:
@@ -25,16 +30,30 @@ def probe_url(superb_url: str, upstream: str, task: str) -> str:
 def run_probes(model_uri: str, manifest: str, superb_url: str, cfg: SuperbConfig, baseline: bool = False,
                device: str = "cpu") -> dict[str, dict[str, dict]]:
     """Train every probe of ``cfg`` on ``model_uri`` (and FBANK with ``baseline`` and
-    ``cfg.baseline``); returns ``{upstream: {task: metrics}}``."""
+    ``cfg.baseline``); returns ``{upstream: {task: metrics}}``. On a corpus without transcripts the
+    ASR tasks are left out (``asr+lid`` becomes ``lid``), with a warning: a pipeline run on a corpus
+    that has none still gets its LID probe."""
+    tasks = tasks_for(cfg.task_list, any(u.text for u in load_corpus(manifest)))
     ups = {MODEL: model_uri, **({FBANK: FBANK} if baseline and cfg.baseline else {})}
     out: dict[str, dict[str, dict]] = {}
     for name, uri in ups.items():
-        for task in cfg.task_list:
+        for task in tasks:
             out.setdefault(name, {})[task] = run_superb(
                 uri, manifest, probe_url(superb_url, name, task), task=task,
                 train_per_lang=cfg.train_per_lang, seed=cfg.seed, probe=cfg.probe(), split=cfg.split(),
                 cache_dir=storage.join(superb_url, "cache"), device=device)
     return out
+
+
+def tasks_for(tasks: list[str], has_transcripts: bool) -> list[str]:
+    """``tasks``, or without transcripts their LID part only (``asr`` dropped, ``asr+lid`` -> ``lid``)."""
+    if has_transcripts:
+        return list(tasks)
+    kept = list(dict.fromkeys("lid" for t in tasks if "lid" in t.split("+")))
+    if kept != list(tasks):
+        log.warning("the corpus has no transcripts (utterances.tsv, column text): probing %s instead of %s",
+                    ", ".join(kept) or "nothing", ", ".join(tasks))
+    return kept
 
 
 def read_probes(superb_url: str) -> dict[str, dict[str, dict]]:
