@@ -18,20 +18,25 @@ def superb_settings(preset: str, overrides: list[str]) -> Any:
 
 
 def superb_probes(model_uri: str, manifest_uri: str, superb_url: str, preset: str, overrides: list[str],
-                  baseline: bool, metrics: Any, confusion: Any) -> str:
-    """Train the probes, log them on ``metrics`` / ``confusion``; returns the report's HTML part
-    ("" when the preset's ``superb.tasks`` is none)."""
+                  baseline: bool, metrics: Any, confusion: Any, compute: bool = True) -> str:
+    """Train the probes (``compute``; else read back the committed ones of a reused report), log them
+    on ``metrics`` / ``confusion``; returns the report's HTML part ("" when the preset's
+    ``superb.tasks`` is none). What they depend on: ``superb_settings(preset, overrides).settings()``
+    and ``baseline``."""
     cfg = superb_settings(preset, overrides)
     if not cfg.task_list:
         return ""
     import torch
 
     from mhubert import storage
-    from mhubert.eval.iteration import MODEL, flat_metrics, lid_confusion, probe_url, run_probes
+    from mhubert.eval.iteration import MODEL, flat_metrics, lid_confusion, probe_url, read_probes, run_probes
     from mhubert.eval.superb import CER_PNG, LID_PNG
 
-    results = run_probes(model_uri, manifest_uri, superb_url, cfg, baseline=baseline,
-                         device="cuda" if torch.cuda.is_available() else "cpu")
+    if compute:
+        results = run_probes(model_uri, manifest_uri, superb_url, cfg, baseline=baseline,
+                             device="cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        results = read_probes(superb_url)
     flat = flat_metrics(results)
     log_metrics(metrics, flat)
     cm = lid_confusion(superb_url, results.get(MODEL, {}))
