@@ -84,7 +84,7 @@ def main() -> None:
                     max_steps=args.max_steps, seed=seed, cache_dir=cache)
                 for metric, v in headline(m).items():
                     rows[(label, task, metric)][r].append(v)
-                print(f"[{time.monotonic() - t0:7.0f}s] {label} run{r} {task} seed{seed}: "
+                print(f"[{time.monotonic() - t0:7.0f}s] {tag} {task} seed{seed}: "
                       f"{json.dumps(headline(m))}", flush=True)
 
     print(f"\nmanifest {manifest}; {len(args.run)} training seed(s) x {len(seeds)} probe seed(s); "

@@ -1,5 +1,6 @@
-"""Stage 5: pseudo-label quality (:func:`mhubert.clustering.quality.report`) and the LID probe
-(``mhubert lid train | evaluate``), into the iteration's :class:`mhubert.artifacts.EvalReport`."""
+"""Stage 5: pseudo-label quality (:func:`mhubert.clustering.quality.report`), the LID probe
+(``mhubert lid train | evaluate``) and the ML-SUPERB-style probes (:mod:`mhubert.eval.iteration`),
+into the iteration's :class:`mhubert.artifacts.EvalReport`."""
 
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Metrics, Output
@@ -10,20 +11,25 @@ from components import COMPONENT_OPTIONS
 @dsl.component(**COMPONENT_OPTIONS)
 def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: str, iteration: int,
              preset: str, quality: Output[Metrics], lid_metrics: Output[Metrics],
-             confusion: Output[ClassificationMetrics], report: Output[HTML], init_index: str = "",
+             confusion: Output[ClassificationMetrics], report: Output[HTML],
+             probes: Output[Metrics], probe_confusion: Output[ClassificationMetrics], init_index: str = "",
              lid_probe: bool = True,
              lid_overrides: list[str] = [],  # noqa: B006 (KFP needs a literal default)
-             on_change: str = "stop",
+             superb_overrides: list[str] = [],  # noqa: B006
+             superb_baseline: bool = False, on_change: str = "stop",
              cluster_overrides: list[str] = []) -> str:  # noqa: B006
     """Score the iteration into ``RunLayout(output_root).iteration(N).eval``: the k-means quality
     report (agreement with exact k-means, PNMI/purity against languages, unit-LID accuracy of the
     labels, cluster sizes) of the iteration's index (or ``init_index``, which has no sample here to
     score), and, with ``lid_probe``, a LID head trained on the frozen model (``eval/lid``) with its
-    held-out accuracy and confusion matrix (``eval/lid-eval``). Returns the LID head URL ("" without
-    a probe). ``cluster_overrides`` (``key=value``, the run's clustering ones) name the labelling
-    method the report scores the sample with, as the labels were made. The report is committed last
-    and reused when made from the same inputs and settings (``components._reuse``)."""
+    held-out accuracy and confusion matrix (``eval/lid-eval``), and the preset's ``superb`` probes
+    (``superb_overrides``: ``key=value``) on the model, with ``superb_baseline`` (the run's first
+    iteration) on FBANK too (``eval/superb``). Returns the LID head URL ("" without a probe).
+    ``cluster_overrides`` (``key=value``, the run's clustering ones) name the labelling method the
+    report scores the sample with, as the labels were made. The report is committed last and reused
+    when made from the same inputs and settings (``components._reuse``)."""
     from components._common import figures, json_table, log_metrics, mhubert, png_html, write_artifact_json
+    from components._probes import superb_settings
     from components._reuse import decide_derived, eval_settings
     from mhubert.artifacts import RunLayout
 
@@ -34,6 +40,8 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
     settings, inputs = eval_settings(manifest_uri, labels_uri, model_uri, index_uri,
                                      sample.url if scored else None, preset, lid_probe, lid_overrides,
                                      cluster_overrides)
+    settings["superb"] = superb_settings(preset, list(superb_overrides)).settings()
+    settings["superb_baseline"] = bool(superb_baseline)
     compute = decide_derived(ev, settings, inputs, on_change, [ev.lid] if lid_probe else []) == "compute"
     page = f"<h3>Iteration {iteration}: pseudo-label quality</h3>"
     if scored:
@@ -83,11 +91,17 @@ def evaluate(manifest_uri: str, labels_uri: str, model_uri: str, output_root: st
             page += png_html("LID probe: confusion matrix", png)
         except Exception:  # noqa: BLE001
             pass
+    from components._probes import superb_probes
+
+    page += superb_probes(model_uri, manifest_uri, ev.superb_url, preset, superb_overrides, superb_baseline,
+                          probes, probe_confusion, compute=compute)
     if compute:  # last: the report's marker, with what made it
         ev.commit({"iteration": iteration, "quality": scored, "lid_probe": bool(lid_probe)},
                   settings=settings, inputs=inputs)
     write_artifact_json(lid_metrics)  # also without a probe: every output artifact has a file
     write_artifact_json(confusion)
+    write_artifact_json(probes)
+    write_artifact_json(probe_confusion)
     with open(report.path, "w") as f:
         f.write(f"<html><body>{page}</body></html>")
     return lid_dir

@@ -81,6 +81,11 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         raise BadInput(f"{key} must be true/false, got {value!r}")
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-9 (no dot) as a string; Python's float does not
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(current, (int, float)) and not isinstance(current, bool) \
             and (not isinstance(value, (int, float)) or isinstance(value, bool)):
         raise BadInput(f"{key} must be a number, got {value!r}")

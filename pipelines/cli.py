@@ -67,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     plan = preflight.check(args, opt)  # every check that can fail, before any stage starts
     _preview(args, plan, opt)
     if args.dry_run:
-        sets = " ".join(plan.train_overrides + plan.cluster_overrides + plan.lid_overrides) or "none"
+        sets = " ".join(plan.train_overrides + plan.cluster_overrides + plan.lid_overrides
+                        + [f"superb.{o}" for o in plan.superb_overrides]) or "none"
         corpus = plan.corpus or f"{plan.corpus_format} {' '.join(plan.sources)}"
         print(f"checked: preset {args.preset}, iterations {','.join(map(str, opt.iterations))}, corpus "
               f"{corpus}, overrides {sets}; nothing was run (--dry-run)")
@@ -75,6 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     arguments: dict[str, Any] = {"num_shards": args.shards, "train_overrides": plan.train_overrides,
                                  "cluster_overrides": plan.cluster_overrides,
                                  "lid_overrides": plan.lid_overrides,
+                                 "superb_overrides": plan.superb_overrides,
                                  "lid_probe": not args.no_lid,
                                  "preset": args.preset, "on_change": on_change(args)}
     if plan.sources:
@@ -158,7 +160,7 @@ def add_run_args(r: argparse.ArgumentParser) -> None:
                    help="GPUs per node (TrainJob / PyTorchJob) / processes of the local torchrun (default 1)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a preset value of any stage, e.g. train.max_update=50, "
-                        "clustering.mode=exact, lid.epochs=100 (repeatable)")
+                        "clustering.mode=exact, lid.epochs=100, superb.max_steps=500 (repeatable)")
     r.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                    help="same as --set for the training sections (model, data, train)")
     r.add_argument("--cluster-set", action="append", default=[], metavar="KEY=VALUE",

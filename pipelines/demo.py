@@ -5,7 +5,9 @@
    (``mhubert pipeline run --local``): manifest → MFCC k-means → labels → train → layer-L k-means → ...;
 3. serve the final model with its LID head (``mhubert serve``) on 127.0.0.1 and query it once for
    embeddings and once for language identification;
-4. print where everything is, the per-iteration pseudo-label quality and the LID accuracy.
+4. print where everything is, the per-iteration pseudo-label quality, the LID accuracy and the
+   ML-SUPERB-style probes (CER and LID accuracy of each iteration's model and of FBANK, at the tiny
+   preset's demo budget: ``superb`` section).
 
 Run: ``python -m pipelines.demo --root demo-output`` (``make demo``, or ``mhubert demo``). The
 terminal shows one line per task (stage, iteration, seconds, its key figure) and a progress bar while
@@ -68,6 +70,45 @@ def _quality_table(run: RunLayout, iterations: Sequence[int]) -> list[tuple[int,
     return rows
 
 
+def _num(v: float | None, width: int = 8) -> str:
+    return f"{v:{width}.3f}" if isinstance(v, (int, float)) else f"{'-':>{width}}"
+
+
+def probe_table(run: RunLayout, iterations: Sequence[int]) -> list[str]:
+    """One row per iteration (and FBANK first, from the first iteration's probes): PNMI and unit LID
+    of its labels, the LID head's held-out accuracy, and the ML-SUPERB-style probes' LID accuracy and
+    CER. [] when no iteration has probes."""
+    from mhubert.eval.iteration import read_probes, upstream_headline  # torch: not on `demo --help`
+
+    rows, settings = [], None
+    for n in iterations:
+        ev = run.iteration(n).eval
+        probes = read_probes(ev.superb_url)
+        if not probes:
+            continue
+        if "fbank" in probes and not rows:
+            rows.append(("FBANK", None, None, None, upstream_headline(probes["fbank"])))
+        q = ev.read_json(ev.QUALITY) if storage.exists(ev.path(ev.QUALITY)) else {}
+        lid_url = storage.join(ev.lid_eval_url, "metrics.json")
+        head = storage.read_json(lid_url).get("accuracy") if storage.exists(lid_url) else None
+        rows.append((f"iteration {n}", (q.get("language") or {}).get("pnmi"),
+                     (q.get("unit_lid") or {}).get("cross_condition_accuracy"), head,
+                     upstream_headline(probes.get("model", {}))))
+        settings = settings or next(iter(probes.get("model", {}).values()), None)
+    if not rows:
+        return []
+    out = []
+    if settings:
+        std = "" if settings.get("standard") else ", a non-standard amount: not comparable to the paper's"
+        out.append(f"  {settings['task']} probes: {settings['train_per_lang']} of training audio per language"
+                   f"{std}; {settings['steps']} updates; probe seed {settings['seed']}")
+    out.append(f"  {'':<12}{'PNMI':>8}{'unit LID':>10}{'LID head':>10}{'probe LID':>11}{'probe CER':>11}")
+    for name, pnmi, ulid, head, m in rows:
+        out.append(f"  {name:<12}{_num(pnmi)}{_num(ulid, 10)}{_num(head, 10)}"
+                   f"{_num(m.get('lid_accuracy'), 11)}{_num(m.get('cer'), 11)}")
+    return out
+
+
 def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--root", default="demo-output", help="where everything goes (default demo-output)")
     ap.add_argument("--utterances", type=int, default=40, help="utterances per language and dataset")
@@ -75,6 +116,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--shards", type=int, default=2)
     ap.add_argument("--no-serve", action="store_true", help="stop after the pipeline")
     ap.add_argument("--force", action="store_true", help="recompute every stage")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="passed to `pipeline run` (e.g. train.seed=2 clustering.seed=2 for another "
+                         "training seed, superb.max_steps=500 for longer probes)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
     if not storage.is_committed(corpus):
         _step("corpus", "synth", "--out", corpus, "--utterances", str(args.utterances))
     _step("pipeline", "run", "--local", "--preset", "tiny", "--corpus", corpus, "--root", run_root,
-          "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []))
+          "--iterations", args.iterations, "--shards", str(args.shards), *(["--force"] if args.force else []),
+          *[a for o in args.overrides for a in ("--set", o)])
     t_pipeline = time.monotonic() - t0
 
     registry = layout.serving.registry()
@@ -132,6 +177,14 @@ def run(args: argparse.Namespace) -> int:
         n_lang = len(m.get("per_language") or m.get("labels") or [None])
         print(f"\n=== LID head on the final model: held-out accuracy {m.get('accuracy'):.3f} "
               f"over {n_lang} languages (chance {1 / n_lang:.3f}) ===")
+
+    table = probe_table(layout, iterations)
+    if table:
+        print("\n=== each iteration's model, probed as ML-SUPERB does (frozen features, CTC) ===")
+        print("  PNMI and unit LID: of the iteration's labels (above); LID head: the held-out accuracy")
+        print("  of a linear head on the model's pooled features; probe LID / CER: a CTC probe's language")
+        print("  accuracy and character error rate (higher / lower is better).")
+        print("\n".join(table))
 
     if not args.no_serve:
         port = free_port()

@@ -113,6 +113,7 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
                  train_overrides: list = [],  # noqa: B006 (KFP needs a literal default)
                  cluster_overrides: list = [],  # noqa: B006
                  lid_overrides: list = [],  # noqa: B006
+                 superb_overrides: list = [],  # noqa: B006
                  s3_secret: str = "mhubert-s3", lid_probe: bool = True,
                  train_timeout_hours: float = 168.0, job_delete_policy: str = "on-success",
                  on_change: str = "stop", corpus_format: str = "",
@@ -164,8 +165,9 @@ def build_pipeline(options: PipelineOptions | None = None) -> Callable:
             ev = on_k8s(evaluate(manifest_uri=manifest, labels_uri=mg.outputs["Output"],
                                  model_uri=tr.outputs["Output"], output_root=output_root, iteration=n,
                                  preset=preset, init_index=init_index if n == first else "",
-                                 lid_probe=lid_probe, lid_overrides=lid_overrides, on_change=on_change,
-                                 cluster_overrides=cluster_overrides),
+                                 lid_probe=lid_probe, lid_overrides=lid_overrides,
+                                 superb_overrides=superb_overrides, superb_baseline=n == first,
+                                 on_change=on_change, cluster_overrides=cluster_overrides),
                         opt.evaluate, f"iter{n}-evaluate")
             model_uri = tr.outputs["Output"]
         # the units index is fit on the served model's features (layer units_layer): a GPU task

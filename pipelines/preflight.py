@@ -35,6 +35,7 @@ class Plan:
     train_overrides: list[str] = field(default_factory=list)    # section.key=value
     cluster_overrides: list[str] = field(default_factory=list)  # key=value (clustering section)
     lid_overrides: list[str] = field(default_factory=list)      # key=value (lid section)
+    superb_overrides: list[str] = field(default_factory=list)   # key=value (superb section: probes)
     corpus_format: str = ""                                     # with sources: --format
     sources: list[str] = field(default_factory=list)            # --src (corpus is "" then)
 
@@ -43,12 +44,13 @@ def sections() -> dict[str, type]:
     """Every config section a pipeline run's ``--set`` can reach, by name."""
     from mhubert.clustering import ClusteringConfig
     from mhubert.data.dataset import DataConfig
+    from mhubert.eval.config import SuperbConfig
     from mhubert.lid.train import LidTrainConfig
     from mhubert.model.config import HubertConfig
     from mhubert.train.config import TrainConfig
 
     return {"model": HubertConfig, "data": DataConfig, "train": TrainConfig,
-            "clustering": ClusteringConfig, "lid": LidTrainConfig}
+            "clustering": ClusteringConfig, "lid": LidTrainConfig, "superb": SuperbConfig}
 
 
 def _prefixed(items: list[str], allowed: dict[str, type], flag: str) -> list[str]:
@@ -82,6 +84,7 @@ def validate_configs(preset: str, routed: dict[str, list[str]], iterations: tupl
     load_sections(preset, {"clustering": secs["clustering"]},
                   [f"clustering.{kv}" for kv in routed["clustering"]])
     load_sections(preset, {"lid": secs["lid"]}, [f"lid.{kv}" for kv in routed["lid"]])
+    load_sections(preset, {"superb": secs["superb"]}, [f"superb.{kv}" for kv in routed["superb"]])
 
 
 def _audio(rel: str) -> bool:
@@ -194,7 +197,8 @@ def check(args: argparse.Namespace, options: Any) -> Plan:
         corpus = check_corpus(corpus, args.dataset, root)
     plan = Plan(corpus=corpus, root=root, corpus_format=args.format if sources else "", sources=sources,
                 train_overrides=[f"{s}.{kv}" for s in TRAIN_SECTIONS for kv in routed[s]],
-                cluster_overrides=list(routed["clustering"]), lid_overrides=list(routed["lid"]))
+                cluster_overrides=list(routed["clustering"]), lid_overrides=list(routed["lid"]),
+                superb_overrides=list(routed["superb"]))
     from pipelines import stale  # the stages' settings functions (torch): only once the rest passed
 
     stale.check(root, corpus, args.preset, tuple(options.iterations),

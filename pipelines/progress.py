@@ -119,6 +119,10 @@ def key_figure(root: str, stage: str, iteration: int | None) -> str:
                 parts.append(f"LID accuracy {m['accuracy']:.3f}")
             except Exception:
                 pass
+            from mhubert.eval.iteration import read_probes, upstream_headline
+
+            probe = upstream_headline(read_probes(it.eval.superb_url).get("model", {}))
+            parts += [f"probe {k.replace('_', ' ')} {v:.3f}" for k, v in sorted(probe.items())]
             return ", ".join(parts)
     except Exception:
         return ""

@@ -39,9 +39,12 @@ def test_overrides_are_typed():
     cfg = apply_overrides(_Cfg(), ["lr=0.5", "steps=3", "flag=true", "name=abc"])
     assert cfg == _Cfg(lr=0.5, steps=3, name="abc", flag=True)
     assert apply_overrides(_Cfg(), {"lr": 1}).lr == 1.0
+    # exponents without a dot are strings to YAML 1.1, numbers to anyone writing --set train.lr=1e-9
+    assert apply_overrides(_Cfg(), ["lr=1e-9"]).lr == 1e-9
+    assert apply_overrides(_Cfg(), ["lr=2E3"]).lr == 2000.0
 
 
-@pytest.mark.parametrize("bad", [["nope=1"], ["lr"], ["flag=maybe"]])
+@pytest.mark.parametrize("bad", [["nope=1"], ["lr"], ["flag=maybe"], ["lr=fast"]])
 def test_bad_overrides_name_the_problem(bad):
     with pytest.raises(BadInput):
         apply_overrides(_Cfg(), bad)

@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 import torch
-import torchaudio
+from helpers.fairseq_ref import torchaudio_model
 from torchaudio.models.wav2vec2.utils.import_fairseq import _convert_state_dict
 
 from mhubert.errors import BadInput
@@ -41,22 +41,6 @@ def trained(tmp_path_factory):
     return model, run
 
 
-def _torchaudio_model(cfg: dict) -> torch.nn.Module:
-    """torchaudio's Wav2Vec2Model (its HuBERT encoder) configured from the fairseq ``cfg.model``."""
-    return torchaudio.models.wav2vec2_model(
-        extractor_mode="group_norm" if cfg["extractor_mode"] == "default" else "layer_norm",
-        extractor_conv_layer_config=eval(cfg["conv_feature_layers"]),  # fairseq evaluates it too
-        extractor_conv_bias=cfg["conv_bias"], encoder_embed_dim=cfg["encoder_embed_dim"],
-        encoder_projection_dropout=cfg["dropout_input"], encoder_pos_conv_kernel=cfg["conv_pos"],
-        encoder_pos_conv_groups=cfg["conv_pos_groups"], encoder_num_layers=cfg["encoder_layers"],
-        encoder_num_heads=cfg["encoder_attention_heads"],
-        encoder_attention_dropout=cfg["attention_dropout"],
-        encoder_ff_interm_features=cfg["encoder_ffn_embed_dim"],
-        encoder_ff_interm_dropout=cfg["activation_dropout"], encoder_dropout=cfg["dropout"],
-        encoder_layer_norm_first=cfg["layer_norm_first"], encoder_layer_drop=cfg["encoder_layerdrop"],
-        aux_num_out=None)
-
-
 def test_fairseq_export_loads_strictly_into_torchaudio_with_the_same_outputs(trained, tmp_path):
     model, run = trained
     out = str(tmp_path / "checkpoint_mhubert.pt")
@@ -76,7 +60,7 @@ def test_fairseq_export_loads_strictly_into_torchaudio_with_the_same_outputs(tra
 
     converted = _convert_state_dict(sd)
     assert converted.pop("label_embs_concat").shape[0] == K + 4
-    ta = _torchaudio_model(cfg["model"]).eval()
+    ta = torchaudio_model(cfg["model"]).eval()
     ta.load_state_dict(converted, strict=True)
     wav = torch.randn(2, 12_000)
     with torch.no_grad():

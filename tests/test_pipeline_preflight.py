@@ -52,7 +52,7 @@ CASES = {
     # a value of the wrong type (was a TypeError traceback)
     "wrong type": (["--set", "train.max_update=abc"], ["max_update must be a number, got 'abc'"]),
     "unknown section": (["--set", "trian.lr=1"],
-                        ["unknown section 'trian'", "clustering, data, lid, model, train"]),
+                        ["unknown section 'trian'", "clustering, data, lid, model, superb, train"]),
     # iterations after 1 need a starting model (was a ValueError naming model_uri)
     "no init model": (["--iterations", "2"], ["--init-model", "iteration 2"]),
     "missing init model": (["--iterations", "2", "--init-model", "/nonexistent/model"],

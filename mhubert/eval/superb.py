@@ -73,10 +73,13 @@ def _predictions_tsv(rows: list[tuple[str, str, str, str, str]]) -> str:
 def run_superb(model: str, manifest: str, out: str, task: str = "asr", train_per_lang: str = "10min",
                max_steps: int | None = None, seed: int = 0, few_shot: Sequence[str] = (),
                cache_dir: str | None = None, probe: ProbeConfig | None = None,
-               device: str = "cpu") -> dict:
-    """Train and test one probe; returns the metrics dict written to ``<out>/metrics.json``."""
+               device: str = "cpu", split: SplitConfig | None = None) -> dict:
+    """Train and test one probe; returns the metrics dict written to ``<out>/metrics.json``.
+    ``split`` sets the dev/test limits too (its duration, few-shot languages and seed are replaced
+    by ``train_per_lang``, ``few_shot`` and ``seed``)."""
     check_task(task)
-    split_cfg = SplitConfig(train_per_lang=train_per_lang, few_shot=tuple(few_shot), seed=seed)
+    split_cfg = replace(split or SplitConfig(), train_per_lang=train_per_lang, few_shot=tuple(few_shot),
+                        seed=seed)
     probe = probe or ProbeConfig()
     probe = replace(probe, seed=seed, **({"max_steps": max_steps} if max_steps is not None else {}))
     utts, texts, dropped = _usable(load_corpus(manifest), task)
