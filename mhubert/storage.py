@@ -342,19 +342,8 @@ def atomic_write(url: str, data: bytes) -> None:
     docstring); an interrupted remote write is retried within the budget."""
     fs, path = get_fs(url)
     if _is_local(fs):
-        parent_dir = posixpath.dirname(path)
-        if parent_dir:
-            fs.makedirs(parent_dir, exist_ok=True)
-        tmp = _tmp_key(path)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        with atomic_open(url) as f:
+            f.write(data)
         return
     data = bytes(data)
     kwargs = {"chunksize": MULTIPART_CHUNK} if "s3" in _protocols(fs) else {}
