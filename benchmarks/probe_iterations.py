@@ -20,12 +20,15 @@ import json
 import os
 import time
 from collections import defaultdict
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from mhubert import storage
 from mhubert.eval.metrics import RELATIVE_SCORE_NOTE, headline, relative_scores
+from mhubert.eval.probe import ProbeConfig
+from mhubert.eval.splits import SplitConfig
 from mhubert.eval.superb import run_superb
 from mhubert.eval.upstream import FBANK
 
@@ -37,14 +40,22 @@ def _fmt(vals: list[float]) -> str:
     return f"{np.mean(vals):.3f} ± {sd:.3f} (n={len(vals)})"
 
 
-def _done(out: str, train_per_lang: str, steps: int) -> dict | None:
+def _done(out: str, train_per_lang: str, probe: ProbeConfig) -> dict | None:
     """The metrics of a finished probe with the same settings (the benchmark resumes), else None."""
-    url = storage.join(out, "metrics.json")
-    if storage.is_committed(out) and storage.exists(url):
+    url, tr = storage.join(out, "metrics.json"), storage.join(out, "training.json")
+    if storage.is_committed(out) and storage.exists(url) and storage.exists(tr):
         m = storage.read_json(url)
-        if m.get("train_per_lang") == train_per_lang and m.get("steps") == steps:
+        ran = storage.read_json(tr).get("probe", {})
+        same = all(ran.get(k) == v for k, v in asdict(probe).items() if k != "seed")
+        if m.get("train_per_lang") == train_per_lang and same:
             return m
     return None
+
+
+def _dev_loss(out: str) -> float:
+    """The best dev CTC loss (nats per utterance) of a finished probe: what still tells upstreams
+    apart when greedy decoding emits only blanks (CER 1, LID 0 for every upstream)."""
+    return float(min(v for _, v in storage.read_json(storage.join(out, "training.json"))["dev_loss"]))
 
 
 def main() -> None:
@@ -57,8 +68,17 @@ def main() -> None:
     ap.add_argument("--train-per-lang", default="2min")
     ap.add_argument("--max-steps", type=int, default=1500)
     ap.add_argument("--out", default="build/probe-iterations")
+    ap.add_argument("--lr", type=float, default=ProbeConfig.lr, help="probe learning rate (ML-SUPERB: 1e-4)")
+    ap.add_argument("--batch-size", type=int, default=ProbeConfig.batch_size)
+    ap.add_argument("--eval-interval", type=int, default=0, help="dev checks every N updates (0: steps/10)")
+    ap.add_argument("--dev-max-seconds", type=float, default=SplitConfig.dev_max_seconds, help="per language")
+    ap.add_argument("--test-max-seconds", type=float, default=SplitConfig.test_max_seconds,
+                    help="per language")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    probe = ProbeConfig(max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                        eval_interval=args.eval_interval)
+    split = SplitConfig(dev_max_seconds=args.dev_max_seconds, test_max_seconds=args.test_max_seconds)
     if args.threads:
         torch.set_num_threads(args.threads)
     manifest = args.manifest or storage.join(args.run[0], "corpus", "manifest.tsv")
@@ -79,16 +99,18 @@ def main() -> None:
         for task in tasks:
             for seed in seeds:
                 out = storage.join(args.out, tag, task, f"seed{seed}")
-                m = _done(out, args.train_per_lang, args.max_steps) or run_superb(
+                m = _done(out, args.train_per_lang, probe) or run_superb(
                     uri, manifest, out, task=task, train_per_lang=args.train_per_lang,
-                    max_steps=args.max_steps, seed=seed, cache_dir=cache)
-                for metric, v in headline(m).items():
+                    seed=seed, cache_dir=cache, probe=probe, split=split)
+                figures = {**headline(m), "dev_ctc_loss": _dev_loss(out)}
+                for metric, v in figures.items():
                     rows[(label, task, metric)][r].append(v)
                 print(f"[{time.monotonic() - t0:7.0f}s] {tag} {task} seed{seed}: "
-                      f"{json.dumps(headline(m))}", flush=True)
+                      f"{json.dumps(figures)}", flush=True)
 
     print(f"\nmanifest {manifest}; {len(args.run)} training seed(s) x {len(seeds)} probe seed(s); "
-          f"{args.train_per_lang} per language; {args.max_steps} probe steps")
+          f"{args.train_per_lang} per language; {args.max_steps} probe steps of {args.batch_size} at lr "
+          f"{args.lr:g}; dev_ctc_loss = best dev CTC loss, nats per utterance (lower is better)")
     print("| upstream | task | metric | mean ± sd over all probes | sd between training seeds |")
     print("|---|---|---|---|---|")
     summary = {}
@@ -101,7 +123,8 @@ def main() -> None:
                                                "sd": float(np.std(allv, ddof=1)) if len(allv) > 1 else 0.0}
     for task in tasks:
         means = {label: {metric: float(np.mean([v for vs in by_run.values() for v in vs]))
-                         for (lab, t, metric), by_run in rows.items() if lab == label and t == task}
+                         for (lab, t, metric), by_run in rows.items()
+                         if lab == label and t == task and metric != "dev_ctc_loss"}
                  for label in dict.fromkeys(u[0] for u in upstreams)}
         rel = relative_scores(means, baseline=FBANK)
         print(f"\n{task}: relative score per upstream {rel['scores']}")

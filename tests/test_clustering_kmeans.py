@@ -86,3 +86,24 @@ def test_random_init_is_faiss_own_kmeans():
         cindex.train(x, ClusteringConfig(num_clusters=10, mode="exact", init="kmeans"))
 
 
+
+
+def test_coarse_then_fine_is_faiss_on_a_subsample_then_on_every_row():
+    x = mixture(6000, 8, 10, seed=4)
+    coarse = faiss.Kmeans(8, 10, niter=8, seed=3, max_points_per_centroid=50)
+    coarse.train(x)
+    fine = faiss.Kmeans(8, 10, niter=2, seed=4)
+    fine.train(x, init_centroids=coarse.centroids)
+    got = kmeans.seeded_kmeans(x, 10, 8, seed=3, init="random", coarse_points=50, fine_niter=2)
+    np.testing.assert_array_equal(got, fine.centroids)
+    full = faiss.Kmeans(8, 10, niter=8, seed=3)
+    full.train(x)
+    assert not np.array_equal(coarse.centroids, full.centroids)   # the coarse phase saw fewer rows
+    ci = cindex.train(x, ClusteringConfig(num_clusters=10, mode="exact", niter=8, seed=3, init="random",
+                                          coarse_points=50, fine_niter=2))
+    np.testing.assert_array_equal(ci.coarse_centroids(), fine.centroids)
+    # off by default, and then absent from the fit settings: indexes fitted before stay current
+    assert "coarse_points" not in ClusteringConfig().fit_settings()
+    assert ClusteringConfig(coarse_points=64, fine_niter=2).fit_settings()["fine_niter"] == 2
+    with pytest.raises(BadInput, match="coarse_points"):
+        ClusteringConfig(coarse_points=-1)

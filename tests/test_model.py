@@ -92,13 +92,18 @@ def test_frame_lengths_follow_transformers_formula(preset):
     assert HubertConfig().receptive_field == 400 and HubertConfig().total_stride == 320
 
 
-def test_padding_never_changes_valid_outputs():
+@pytest.mark.parametrize("grad", [False, True], ids=["inference-per-utterance-extractor",
+                                                     "grad-batched-masked-extractor"])
+def test_padding_never_changes_valid_outputs(grad):
+    """Both extractor paths: CPU inference runs it per utterance, training (and export) batched with
+    masked group-norm statistics."""
     torch.manual_seed(2)
     model = HubertModel(HubertConfig.preset("tiny", ["num_layers=2"])).eval()
     lengths = torch.tensor([16_000, 9_000, 4_321])
     wav = torch.randn(3, 16_000) * 3  # loud noise in the padding makes leaks visible
+    with torch.set_grad_enabled(grad):
+        batched = [h.detach() for h in model.hidden_states(wav, lengths)]
     with torch.no_grad():
-        batched = model.hidden_states(wav, lengths)
         frames = model.frame_lengths(lengths)
         for b in range(3):
             alone = model.hidden_states(wav[b:b + 1, : lengths[b]])

@@ -42,6 +42,9 @@ class ClusteringConfig:
     ``seed_rows`` / ``seed_trials``: the k-means++ seeding sample (0: max(30,000, 16·K) rows) and
     candidates per seed (0: 2 + ln K, sklearn's); smaller is faster (``benchmarks/bench_kmeans.py
     --variant`` measures what it costs in inertia).
+    ``coarse_points`` / ``fine_niter``: with ``coarse_points`` > 0 the k-means iterations run on
+    ``coarse_points`` random rows per centroid, then ``fine_niter`` more on the whole sample (0: every
+    iteration on the whole sample, up to faiss's 256 rows per centroid).
     """
 
     num_clusters: int = 1000
@@ -60,6 +63,8 @@ class ClusteringConfig:
     kmeans_device: str = "auto"  # auto | cpu | gpu
     seed_rows: int = 0          # k-means++ sample rows (0: the default rule)
     seed_trials: int = 0        # k-means++ candidates per seed (0: 2 + ln K)
+    coarse_points: int = 0      # rows per centroid for the k-means iterations (0: the whole sample)
+    fine_niter: int = 0         # then this many on the whole sample (with coarse_points)
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_clusters <= 65535:
@@ -76,6 +81,9 @@ class ClusteringConfig:
         if self.label_method not in LABEL_METHODS:
             raise BadInput(f"clustering.label_method must be one of {', '.join(LABEL_METHODS)}, "
                            f"got {self.label_method!r}")
+        if self.coarse_points < 0 or self.fine_niter < 0:
+            raise BadInput(f"clustering.coarse_points and fine_niter must be >= 0, got "
+                           f"{self.coarse_points} and {self.fine_niter}")
         if self.seed_rows < 0 or self.seed_trials < 0:
             raise BadInput(f"clustering.seed_rows and seed_trials must be >= 0, got {self.seed_rows} "
                            f"and {self.seed_trials}")
@@ -93,9 +101,11 @@ class ClusteringConfig:
         return {k: getattr(self, k) for k in ("memory_budget_gb", "alpha", "beta", "seed")}
 
     def fit_settings(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("num_clusters", "index_factory", "seed", "mode", "niter",
-                                              "add_vectors", "hnsw_ef_search", "opq_niter", "init",
-                                              "kmeans_device", "seed_rows", "seed_trials")}
+        keys = ["num_clusters", "index_factory", "seed", "mode", "niter", "add_vectors", "hnsw_ef_search",
+                "opq_niter", "init", "kmeans_device", "seed_rows", "seed_trials"]
+        if self.coarse_points:   # only when used, so indexes fitted before these existed stay current
+            keys += ["coarse_points", "fine_niter"]
+        return {k: getattr(self, k) for k in keys}
 
     def assign_settings(self) -> dict[str, Any]:
         return {"label_method": self.label_method, "hnsw_ef_search": self.hnsw_ef_search}

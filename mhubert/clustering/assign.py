@@ -117,10 +117,11 @@ def assign_shard(manifest_url: str, labels_dir: str, index_url: str, spec: Featu
     ex = Featurizer(spec)
     if ex.dim != ci.dim:
         raise BadInput(f"{spec.source} features are {ex.dim}-d but the index {index_url} is {ci.dim}-d")
-    out: list[np.ndarray] = []
+    done_parts: dict[int, np.ndarray] = {}
     devices: set[str] = set()
     bar = tqdm(total=hi - lo, unit="utt", desc=storage.basename(name), disable=not progress)
-    for ids, feats in ex.iter_manifest(manifest, range(lo, hi), as_tensors=True):
+    # length-bucketed batches (labels are put back in manifest order below)
+    for ids, feats in ex.iter_manifest(manifest, range(lo, hi), as_tensors=True, by_length=True):
         check(stop, f"while labelling {name} (the shard is dropped whole)")
         sizes = [f.shape[0] for f in feats]
         x = torch.cat(feats) if feats else torch.zeros(0, ex.dim)
@@ -132,9 +133,10 @@ def assign_shard(manifest_url: str, labels_dir: str, index_url: str, spec: Featu
                 raise BadInput(f"{manifest.url_of(i)}: {len(part)} labels but its "
                                f"{manifest[i].n_samples} samples give {frames} frames at "
                                f"{ex.frame_rate} Hz")
-            out.append(part.astype(np.uint16))
+            done_parts[i] = part.astype(np.uint16)
         bar.update(len(ids))
     bar.close()
+    out = [done_parts[i] for i in range(lo, hi)]
     info = {"shard": shard, "num_shards": num_shards, "start": lo, "stop": hi,
             "num_utterances": hi - lo, "num_frames": int(sum(len(p) for p in out)), "num_clusters": k,
             "label_rate": ex.frame_rate, "index": index_url, "manifest": manifest_url,

@@ -236,7 +236,7 @@ def train(x: np.ndarray, cfg: ClusteringConfig) -> ClusterIndex:
         log.info("exact k-means: %d x %d -> K=%d, %d iterations, %d threads, %s", n, d, cfg.num_clusters,
                  cfg.niter, threads, device)
         c = seeded_kmeans(x, cfg.num_clusters, cfg.niter, cfg.seed, cfg.init, device,
-                          cfg.seed_rows or None, cfg.seed_trials or None)
+                          cfg.seed_rows or None, cfg.seed_trials or None, cfg.coarse_points, cfg.fine_niter)
         flat = faiss.IndexFlatL2(d)
         flat.add(c)
         return ClusterIndex(flat, "exact", c, kmeans_device=device)
@@ -288,7 +288,8 @@ def _train_factory(ci: ClusterIndex, x: np.ndarray, cfg: ClusteringConfig, devic
             and ivf.metric_type == faiss.METRIC_L2):
         niter = max(int(ivf.cp.niter), int(cfg.niter))
         ivf.quantizer.add(seeded_kmeans(xt, int(ivf.nlist), niter, cfg.seed, cfg.init, device,
-                                        cfg.seed_rows or None, cfg.seed_trials or None))
+                                        cfg.seed_rows or None, cfg.seed_trials or None,
+                                        cfg.coarse_points, cfg.fine_niter))
     ivf.train(xt)
     index.is_trained = True
 

@@ -188,24 +188,37 @@ def seed_sample_rows(k: int) -> int:
 
 def seeded_kmeans(x: np.ndarray, k: int, niter: int, seed: int = 0, init: str = "kmeans++",
                   device: str = "cpu", seed_rows: int | None = None,
-                  seed_trials: int | None = None) -> np.ndarray:
+                  seed_trials: int | None = None, coarse_points: int = 0,
+                  fine_niter: int = 0) -> np.ndarray:
     """Lloyd k-means (``faiss.Kmeans``) from k-means++ seeds drawn on ``seed_rows`` rows (default
     :func:`seed_sample_rows`) with ``seed_trials`` candidates each (default 2 + ln k), or from
     faiss's random rows with ``init="random"``; on the GPU with ``device="gpu"`` (a resolved
-    :func:`kmeans_device`). x (N, D) -> (k, D) float32."""
+    :func:`kmeans_device`). x (N, D) -> (k, D) float32.
+
+    ``coarse_points`` > 0 runs the ``niter`` iterations on a random subsample of ``coarse_points``
+    rows per centroid (faiss's ``max_points_per_centroid``) and then ``fine_niter`` more on the
+    whole sample from where they ended: most iterations cost a fraction, the last ones see every
+    row (``benchmarks/bench_kmeans.py`` measures the inertia this costs)."""
     if init not in INITS:
         raise BadInput(f"clustering init must be one of {', '.join(INITS)}, got {init!r}")
     if device not in ("cpu", "gpu"):
         raise BadInput(f"k-means device must be cpu or gpu, got {device!r}")
     x = as_f32(x)
+    coarse = {"max_points_per_centroid": int(coarse_points)} if coarse_points > 0 else {}
     km = faiss.Kmeans(x.shape[1], k, niter=max(0, int(niter)), seed=seed, verbose=False,
-                      gpu=device == "gpu")
+                      gpu=device == "gpu", **coarse)
     if init == "random":
         km.train(x)
     else:
         km.train(x, init_centroids=kmeans_plusplus(x, k, seed=seed, sample=seed_rows or seed_sample_rows(k),
                                                    n_local_trials=seed_trials or None))
-    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+    c = np.ascontiguousarray(km.centroids, dtype=np.float32)
+    if coarse and fine_niter > 0:
+        fine = faiss.Kmeans(x.shape[1], k, niter=int(fine_niter), seed=seed + 1, verbose=False,
+                            gpu=device == "gpu")
+        fine.train(x, init_centroids=c)
+        c = np.ascontiguousarray(fine.centroids, dtype=np.float32)
+    return c
 
 
 def cluster_sums(x: np.ndarray, labels: np.ndarray, k: int, chunk: int = 65536
