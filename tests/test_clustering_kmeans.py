@@ -86,8 +86,6 @@ def test_random_init_is_faiss_own_kmeans():
         cindex.train(x, ClusteringConfig(num_clusters=10, mode="exact", init="kmeans"))
 
 
-
-
 def test_coarse_then_fine_is_faiss_on_a_subsample_then_on_every_row():
     x = mixture(6000, 8, 10, seed=4)
     coarse = faiss.Kmeans(8, 10, niter=8, seed=3, max_points_per_centroid=50)
