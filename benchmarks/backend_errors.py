@@ -17,9 +17,10 @@ sizes and lengths differ from the export's traced example, it reports against th
   (``ClusterIndex.label(method="auto")``: OPQ, then the coarse quantizer's top-1 through HNSW); or
   ``--index``.
 
-``--variants`` adds int8 graphs quantised otherwise (per-channel weights; the final projection and/or the
-first transformer layer kept in fp32) from the same fp32 export, to measure what helps when a target is
-missed; they are ONNX Runtime ``quantize_dynamic`` options, not serving backends.
+``--variants`` adds int8 graphs quantised otherwise from the same fp32 export (every MatMul, as
+``onnx-int8`` did before it kept the feature projection fp32; per-channel, 7-bit or uint8 weights; the
+feature projection, the first transformer layer or the FFN's output Linear kept in fp32), to measure what
+helps when a target is missed; they are ONNX Runtime ``quantize_dynamic`` options, not serving backends.
 
     python benchmarks/backend_errors.py --model RUN --preset tiny --work /tmp/be-tiny --json out.json
     python benchmarks/backend_errors.py --model MODEL_DIR --manifest CORPUS/manifest.tsv --preset base \
@@ -137,7 +138,8 @@ def variant_backends(model, threads: int, tmp: str) -> list[VariantBackend]:
     first = [n.name for n in nodes if n.name.startswith("/layers.0/")]
     # reduce_range: 7-bit weights, against the u8s8 saturation of AVX2/AVX-512 CPUs without VNNI (ONNX
     # Runtime's quantisation docs); QUInt8 weights: the u8u8 kernels, no such saturation
-    out = [VariantBackend("int8-reduce-range", path, threads, reduce_range=True),
+    out = [VariantBackend("int8-every-matmul", path, threads),   # onnx-int8 before it kept proj fp32
+           VariantBackend("int8-reduce-range", path, threads, reduce_range=True),
            VariantBackend("int8-per-channel-reduce-range", path, threads, per_channel=True,
                           reduce_range=True),
            VariantBackend("uint8-weights", path, threads, weight_type=QuantType.QUInt8),
@@ -145,6 +147,13 @@ def variant_backends(model, threads: int, tmp: str) -> list[VariantBackend]:
            VariantBackend("int8-fp32-proj", path, threads, nodes_to_exclude=proj)]
     if first:
         out.append(VariantBackend("int8-fp32-proj-layer0", path, threads, nodes_to_exclude=proj + first))
+    # the FFN's second Linear reads GELU outputs, the most outlier-heavy activations a per-tensor uint8
+    # scale has to cover; keeping it fp32 costs a third of the encoder's Linear FLOPs
+    ffn2 = [n.name for n in nodes if "/feed_forward/output_dense/" in n.name]
+    if ffn2:
+        out.append(VariantBackend("int8-fp32-ffn-out", path, threads, nodes_to_exclude=ffn2))
+        out.append(VariantBackend("int8-fp32-ffn-out-reduce-range", path, threads, nodes_to_exclude=ffn2,
+                                  reduce_range=True))
     return out
 
 
