@@ -18,9 +18,10 @@ sizes and lengths differ from the export's traced example, it reports against th
   ``--index``.
 
 ``--variants`` adds int8 graphs quantised otherwise from the same fp32 export (every MatMul, as
-``onnx-int8`` did before it kept the feature projection fp32; per-channel, 7-bit or uint8 weights; the
-feature projection, the first transformer layer or the FFN's output Linear kept in fp32), to measure what
-helps when a target is missed; they are ONNX Runtime ``quantize_dynamic`` options, not serving backends.
+``onnx-int8`` did before it kept the feature projection fp32; per-channel, 7-bit or uint8 weights of
+every MatMul; the projection and the first transformer layer, or the FFN's output Linear, kept in fp32),
+to measure what helps when a target is missed; they are ONNX Runtime ``quantize_dynamic`` options, not
+serving backends.
 
     python benchmarks/backend_errors.py --model RUN --preset tiny --work /tmp/be-tiny --json out.json
     python benchmarks/backend_errors.py --model MODEL_DIR --manifest CORPUS/manifest.tsv --preset base \
@@ -57,7 +58,7 @@ from mhubert.errors import BadInput
 from mhubert.lid.head import load_head, mean_pool
 from mhubert.lid.train import LidTrainConfig, train_lid
 from mhubert.model import load_model
-from mhubert.model.onnx import export_onnx, open_session
+from mhubert.model.onnx import export_onnx, fp32_nodes, open_session
 
 THRESHOLDS = {"onnx_max_abs": 1e-4, "int8_cosine": 0.99, "int8_lid": 0.98, "int8_units": 0.95}
 
@@ -133,8 +134,9 @@ def variant_backends(model, threads: int, tmp: str) -> list[VariantBackend]:
     path = export_onnx(model, os.path.join(tmp, "model.onnx"))
     nodes = [n for n in onnx.load(path).graph.node if n.op_type in ("MatMul", "Gemm")]
     # node names follow the traced module paths: /feature_proj/MatMul (the projection after the conv
-    # front end, which itself is Conv and never quantised), /layers.N/...
-    proj = [n.name for n in nodes if "/layers." not in n.name]
+    # front end, which itself is Conv and never quantised), /layers.N/...; onnx-int8 itself keeps
+    # fp32_nodes (the projection) in fp32, so "the projection kept fp32" is the onnx-int8 row
+    proj = fp32_nodes(path)
     first = [n.name for n in nodes if n.name.startswith("/layers.0/")]
     # reduce_range: 7-bit weights, against the u8s8 saturation of AVX2/AVX-512 CPUs without VNNI (ONNX
     # Runtime's quantisation docs); QUInt8 weights: the u8u8 kernels, no such saturation
@@ -143,8 +145,7 @@ def variant_backends(model, threads: int, tmp: str) -> list[VariantBackend]:
            VariantBackend("int8-per-channel-reduce-range", path, threads, per_channel=True,
                           reduce_range=True),
            VariantBackend("uint8-weights", path, threads, weight_type=QuantType.QUInt8),
-           VariantBackend("int8-per-channel", path, threads, per_channel=True),
-           VariantBackend("int8-fp32-proj", path, threads, nodes_to_exclude=proj)]
+           VariantBackend("int8-per-channel", path, threads, per_channel=True)]
     if first:
         out.append(VariantBackend("int8-fp32-proj-layer0", path, threads, nodes_to_exclude=proj + first))
     # the FFN's second Linear reads GELU outputs, the most outlier-heavy activations a per-tensor uint8
