@@ -50,6 +50,19 @@ async def _load(service: ModelService) -> None:
     await done
 
 
+class AdmissionMiddleware:
+    """Pure ASGI: stamps each HTTP request at arrival (``ModelService.admit``), so draining refuses
+    only requests that arrive after SIGTERM, not accepted ones still reading their body."""
+
+    def __init__(self, app: Any, service: ModelService) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.service.admit(scope)
+        await self.app(scope, receive, send)
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: ModelService = app.state.service
@@ -82,6 +95,7 @@ def create_app(settings: Settings | None = None, service: ModelService | None = 
                   description="Multilingual HuBERT speech embeddings, language identification and units.")
     app.state.service, app.state.metrics = service, service.metrics
     app.add_middleware(MetricsMiddleware, metrics=service.metrics)
+    app.add_middleware(AdmissionMiddleware, service=service)   # outermost: before a request is counted
     install_error_handlers(app)
     app.include_router(routes_v1.router)
     app.include_router(oip.router)

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.batching import NotReady
 from api.bundle import Bundle
 from api.errors import ApiError
-from api.service import ModelService
+from api.service import ADMITTED, ModelService
 from api.settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="API key (when the server has keys configured)")
@@ -45,9 +45,10 @@ def require_admin(creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     _check(creds, [settings.admin_key], "admin key")
 
 
-def snapshot(service: ModelService = Depends(get_service)) -> Bundle:
-    """The bundle this request uses from its first check to its response (503 when not ready)."""
+def snapshot(request: Request, service: ModelService = Depends(get_service)) -> Bundle:
+    """The bundle this request uses from its first check to its response (503 when not ready, or
+    when it arrived after draining began)."""
     try:
-        return service.snapshot()
+        return service.snapshot(admitted=request.scope.get(ADMITTED, False))
     except NotReady as e:
         raise ApiError(503, "model_not_ready", str(e), {"Retry-After": "5"}) from e

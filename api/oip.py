@@ -42,7 +42,7 @@ from api.deps import get_service, require_key
 from api.errors import ApiError
 from api.intake import read_raw
 from api.oip_codec import HEADER, InferRequest, OipError, encode_response, parse_request
-from api.service import Job, ModelService
+from api.service import ADMITTED, Job, ModelService
 from mhubert import __version__
 from mhubert.constants import SAMPLE_RATE
 from mhubert.errors import AudioError, BadInput
@@ -189,7 +189,7 @@ async def _predict(service: ModelService, job: Job) -> Any:
 @router.post("/models/{model}/versions/{version}/infer", dependencies=[Depends(require_key)])
 async def infer(model: str, request: Request, service: ModelService = Depends(get_service)) -> Response:
     task = _task(service, model)
-    bundle = service.snapshot()  # one bundle from the checks to the response
+    bundle = service.snapshot(admitted=request.scope.get(ADMITTED, False))  # one bundle to the response
     if task == "lid" and bundle.head is None or task == "units" and bundle.units is None:
         raise OipError(f"model {model!r} is not loaded", 404)
     req = parse_request(await read_raw(request, service.settings), request.headers.get(HEADER))

@@ -60,6 +60,9 @@ class Units:
     durations: list[int] | None = None
 
 
+ADMITTED = "mhubert.admitted"   # ASGI scope key: the request arrived before draining began
+
+
 @dataclass
 class ModelService:
     """Holds the current bundle; ``state`` is ``loading`` -> ``ready`` (or ``failed`` with ``error``)."""
@@ -115,15 +118,22 @@ class ModelService:
         self.bundle, self.state, self.error = bundle, "ready", ""
         self._set_ready_gauge()
 
-    def snapshot(self) -> Bundle:
-        """The bundle this request will use to its end; NotReady when none is loaded."""
+    def snapshot(self, admitted: bool = False) -> Bundle:
+        """The bundle this request will use to its end; NotReady when none is loaded, or when the
+        server is draining and the request was not ``admitted`` before it began (:func:`admit`)."""
         bundle = self.bundle
         if bundle is None or self.state != "ready":
             detail = f": {self.error}" if self.error else ""
             raise NotReady(f"model is {self.state}{detail}")
-        if self.draining:
+        if self.draining and not admitted:
             raise NotReady("server is shutting down")
         return bundle
+
+    def admit(self, scope: dict) -> None:
+        """Stamp an incoming request (its ASGI scope) as accepted unless the server is draining: a
+        request that arrived before SIGTERM is served to its end, whatever it still awaits then (the
+        rest of its body, a threadpool dependency)."""
+        scope[ADMITTED] = not self.draining
 
     def _set_ready_gauge(self) -> None:
         if self.metrics:

@@ -176,6 +176,39 @@ def test_sigterm_handler_turns_readiness_false_at_once(assets):
         assert server.should_exit
 
 
+def test_a_request_that_arrived_before_sigterm_is_served_to_its_end(assets):
+    """SIGTERM lands after a request arrived but before its route took the bundle (it was still
+    reading its body, or waiting on a threadpool dependency): it is served; the next one is refused."""
+    import uvicorn
+    from starlette.middleware import Middleware
+
+    from api.server import Server
+    from api.service import ModelService
+
+    service = ModelService(Settings(model_uri=assets["ckpt"]))
+    service.load()
+    app = create_app(service.settings, service)
+    server = Server(uvicorn.Config(app), service)
+
+    class SigtermOnArrival:   # innermost: the request has passed admission and the metrics
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"] == "/v1/embeddings":
+                server.handle_exit(signal.SIGTERM, None)
+            await self.inner(scope, receive, send)
+
+    app.user_middleware.append(Middleware(SigtermOnArrival))
+    body = wav_bytes(tone(0.5))
+    with TestClient(app) as c:
+        r = c.post("/v1/embeddings", content=body)
+        assert r.status_code == 200, r.text
+        assert service.draining
+        r = c.post("/v1/embeddings", content=body)
+        assert r.status_code == 503 and "shutting down" in r.json()["error"]["message"]
+
+
 def test_reload_under_load_fails_nothing_and_mixes_nothing(assets, tmp_path):
     """16 clients while the checkpoint is replaced by a 3-layer model and reloaded: every request
     answers 200 with exactly the old or exactly the new model's vector for its audio."""
